@@ -1,0 +1,13 @@
+//! ballast: a self-hosted Elastic Load Balancing — L7 (ALB), L4 (NLB), L3 (GWLB) and auto
+//! scaling — in one binary, run from one TOML file and a live admin API.
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod listener;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod state;
+pub mod target_group;

@@ -1,0 +1,129 @@
+//! The `ballast` command: the demo, `run`, `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use ballast::{config, demo, server};
+
+/// A self-hosted Elastic Load Balancing: ALB, NLB, GWLB and auto scaling in one binary.
+#[derive(Parser)]
+#[command(name = "ballast", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the balancer from a config file.
+    Run {
+        /// The TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0, or 1 with every error's file, line and key.
+    Check {
+        /// The TOML config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match cli.command {
+        Some(Command::Check { config }) => match config::load(&config) {
+            Ok(_) => {
+                println!("{}: ok", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run { config: path }) => match config::load(&path) {
+            Ok(config) => run(
+                config.runtime.worker_threads,
+                async move { serve(config).await },
+            ),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::FAILURE
+            }
+        },
+        None => run(0, run_demo()),
+    }
+}
+
+fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    match builder.build() {
+        Ok(runtime) => runtime.block_on(main),
+        Err(e) => {
+            eprintln!("ballast: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: config::Config) -> ExitCode {
+    match server::start(config).await {
+        Ok(_running) => {
+            server::wait_for_shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ballast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_demo() -> ExitCode {
+    let mut backends = Vec::new();
+    for i in 1..=3 {
+        match demo::start_backend(format!("demo backend {i}")).await {
+            Ok(addr) => backends.push(addr),
+            Err(e) => {
+                eprintln!("ballast: cannot start a demo backend: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let config = match demo::demo_config(&backends) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ballast: the demo config is broken: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server::start(config).await {
+        Ok(_running) => {
+            println!(
+                "ballast demo: three backends behind http://{}/ — run `curl http://{}/` three times to see the rotation; Ctrl-C stops",
+                demo::DEMO_BIND,
+                demo::DEMO_BIND
+            );
+            server::wait_for_shutdown().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ballast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! L7 forwarding: header rewriting, the upstream connection pools, WebSocket tunnels, and
+//! the balancer's own short answers.
+
+mod answer;
+mod body;
+mod connector;
+mod forward;
+mod headers;
+mod upstream;
+
+pub use answer::answer;
+pub use body::ProxyBody;
+pub use forward::{forward, Client};
+pub use upstream::Upstream;
