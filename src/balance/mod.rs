@@ -22,6 +22,10 @@ pub use weighted_round_robin::WeightedRoundRobin;
 pub trait TargetView {
     /// How many targets the group has; indices run from 0 to `len() - 1`.
     fn len(&self) -> usize;
+    /// Whether the group has no target at all.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
     /// Whether target `i` may take this request (healthy, not draining, not already tried).
     fn eligible(&self, i: usize) -> bool;
     /// Open connections to target `i`.

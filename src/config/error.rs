@@ -4,7 +4,8 @@ use std::fmt;
 
 use std::ops::Range;
 
-use toml_edit::{ImDocument, Item, Table, TableLike, Value};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
 
 /// One thing wrong with a config file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,42 +47,18 @@ impl fmt::Display for ConfigErrors {
 /// Finds where keys sit in the source text, to put line numbers on errors found after parsing.
 pub struct Locator<'a> {
     source: &'a str,
-    doc: Option<ImDocument<&'a str>>,
+    root: Option<DeTable<'a>>,
 }
 
-enum Node<'a> {
-    Item(&'a Item),
-    Table(&'a Table),
-    Value(&'a Value),
-}
-
-impl<'a> Node<'a> {
-    /// The child under `key`, with the span of the key (or of the value).
-    fn child(&self, key: &str) -> Option<(Node<'a>, Option<Range<usize>>)> {
-        let table: &'a dyn TableLike = match *self {
-            Node::Item(item) => item.as_table_like()?,
-            Node::Table(table) => table,
-            Node::Value(Value::InlineTable(table)) => table,
-            Node::Value(_) => return None,
-        };
-        let (k, v) = table.get_key_value(key)?;
-        Some((Node::Item(v), k.span().or_else(|| v.span())))
-    }
-
-    /// The element at `index` of an array or array of tables.
-    fn element(&self, index: usize) -> Option<(Node<'a>, Option<Range<usize>>)> {
-        match *self {
-            Node::Item(Item::ArrayOfTables(tables)) => {
-                let t = tables.get(index)?;
-                Some((Node::Table(t), t.span()))
-            }
-            Node::Item(Item::Value(Value::Array(array))) | Node::Value(Value::Array(array)) => {
-                let v = array.get(index)?;
-                Some((Node::Value(v), v.span()))
-            }
-            _ => None,
-        }
-    }
+/// A table's entry under `key`, with the span of the key.
+fn entry<'r, 'a>(
+    table: &'r DeTable<'a>,
+    key: &str,
+) -> Option<(Range<usize>, &'r Spanned<DeValue<'a>>)> {
+    table
+        .iter()
+        .find(|(k, _)| k.get_ref() == key)
+        .map(|(k, v)| (k.span(), v))
 }
 
 impl<'a> Locator<'a> {
@@ -89,7 +66,7 @@ impl<'a> Locator<'a> {
     pub fn new(source: &'a str) -> Self {
         Locator {
             source,
-            doc: ImDocument::parse(source).ok(),
+            root: DeTable::parse(source).ok().map(Spanned::into_inner),
         }
     }
 
@@ -105,19 +82,22 @@ impl<'a> Locator<'a> {
 
     /// The line of the deepest part of `path` (`a[1].b.c`) that exists in the file.
     pub fn line(&self, path: &str) -> Option<usize> {
-        let doc = self.doc.as_ref()?;
-        let mut node = Node::Item(doc.as_item());
+        let root = self.root.as_ref()?;
+        let mut node: Option<&Spanned<DeValue<'a>>> = None;
         let mut best: Option<usize> = None;
         for segment in segments(path) {
-            let found = match segment {
-                Segment::Key(key) => node.child(key),
-                Segment::Index(i) => node.element(i),
+            let found = match (segment, node) {
+                (Segment::Key(key), None) => entry(root, key),
+                (Segment::Key(key), Some(value)) => match value.get_ref() {
+                    DeValue::Table(table) => entry(table, key),
+                    _ => None,
+                },
+                (Segment::Index(i), Some(value)) => value.get_ref().get(i).map(|v| (v.span(), v)),
+                (Segment::Index(_), None) => None,
             };
-            let Some((next, span)) = found else { break };
-            if let Some(span) = span {
-                best = Some(self.line_of(span.start));
-            }
-            node = next;
+            let Some((span, value)) = found else { break };
+            best = Some(self.line_of(span.start));
+            node = Some(value);
         }
         best
     }

@@ -158,6 +158,14 @@ fn check_listener(p: &mut Problems, config: &Config, at: &str, l: &Listener) {
                 ));
             }
         }
+        for name in c.header.keys() {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                p.push((
+                    format!("{rat}.conditions.header"),
+                    format!("`{name}` is not a valid header name"),
+                ));
+            }
+        }
         for (j, text) in c.source_ip.iter().enumerate() {
             if let Err(e) = text.parse::<Cidr>() {
                 p.push((format!("{rat}.conditions.source_ip[{j}]"), e));

@@ -131,9 +131,9 @@ fn target_uri(
     let path = path
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Ok(Uri::builder()
+    Uri::builder()
         .scheme(scheme)
         .authority(authority)
         .path_and_query(path)
-        .build()?)
+        .build()
 }

@@ -75,21 +75,27 @@ mod tests {
     }
 
     fn router() -> Router {
-        let mut by_path = Conditions::default();
-        by_path.path = vec!["/api/*".into()];
-        let mut by_host_and_method = Conditions::default();
-        by_host_and_method.host = vec!["admin.*".into()];
-        by_host_and_method.method = vec!["POST".into(), "PUT".into()];
+        let by_path = Conditions {
+            path: vec!["/api/*".into()],
+            ..Default::default()
+        };
+        let by_host_and_method = Conditions {
+            host: vec!["admin.*".into()],
+            method: vec!["POST".into(), "PUT".into()],
+            ..Default::default()
+        };
         let mut by_query = Conditions::default();
         by_query.query.insert(
             "platform".into(),
             OneOrMany::Many(vec!["mobile".into(), "tablet".into()]),
         );
-        let mut by_header_and_ip = Conditions::default();
+        let mut by_header_and_ip = Conditions {
+            source_ip: vec!["10.0.0.0/8".into()],
+            ..Default::default()
+        };
         by_header_and_ip
             .header
             .insert("X-Canary".into(), OneOrMany::One("yes".into()));
-        by_header_and_ip.source_ip = vec!["10.0.0.0/8".into()];
         Router::new(
             vec![
                 (40, Condition::compile(&by_header_and_ip), fixed(204)),

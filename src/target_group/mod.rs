@@ -21,6 +21,9 @@ pub struct TargetGroup {
 /// Which targets a pick may use.
 struct Eligible<'a> {
     targets: &'a [Target],
+    /// Whether each request holds one connection of its own (HTTP/1.1), so that connections
+    /// in use equal requests in flight; idle pooled connections carry no load.
+    connection_per_request: bool,
     tried: &'a [usize],
     fail_open: bool,
 }
@@ -39,7 +42,11 @@ impl TargetView for Eligible<'_> {
         usable && !self.tried.contains(&i)
     }
     fn connections(&self, i: usize) -> u64 {
-        self.targets[i].connections()
+        if self.connection_per_request {
+            self.targets[i].stats.outstanding()
+        } else {
+            self.targets[i].connections()
+        }
     }
     fn outstanding(&self, i: usize) -> u64 {
         self.targets[i].stats.outstanding()
@@ -66,8 +73,11 @@ impl TargetGroup {
     /// The target for the next request, skipping those in `tried`. When no target is healthy,
     /// fails open to every target that is not draining, as ELB does.
     pub fn pick(&self, tried: &[usize]) -> Option<&Target> {
+        let connection_per_request =
+            self.settings.protocol_version == config::ProtocolVersion::Http1;
         let healthy = Eligible {
             targets: &self.targets,
+            connection_per_request,
             tried,
             fail_open: false,
         };
@@ -78,6 +88,7 @@ impl TargetGroup {
             }
             self.balancer.pick(&Eligible {
                 targets: &self.targets,
+                connection_per_request,
                 tried,
                 fail_open: true,
             })

@@ -1,1 +1,11 @@
+//! Black-box tests of the ballast binary: real listeners on 127.0.0.1 in front of real
+//! backend servers, driven by real clients.
 
+mod algorithms;
+mod cli;
+mod common;
+mod proxy;
+mod routing;
+mod streaming;
+mod tls;
+mod websocket;

@@ -1,0 +1,188 @@
+//! `https` listeners: certificates picked by SNI, the first as default, ALPN h2 and http/1.1.
+
+use std::sync::Arc;
+
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::common::{Backend, Ballast, TestCa};
+
+struct Site {
+    ballast: Ballast,
+    ca: TestCa,
+    alpha: Vec<u8>,
+    beta: Vec<u8>,
+    _backend: Backend,
+}
+
+async fn site() -> Site {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = ca.write_leaf(dir.path(), "alpha", &["alpha.test"]).der;
+    let beta = ca
+        .write_leaf(dir.path(), "beta", &["beta.test", "*.beta.test"])
+        .der;
+    let backend = Backend::start("app").await;
+    let config = format!(
+        r#"
+[[certificates]]
+name = "alpha"
+cert = "alpha.pem"
+key = "alpha.key"
+
+[[certificates]]
+name = "beta"
+cert = "beta.pem"
+key = "beta.key"
+
+[[listeners]]
+name = "tls"
+protocol = "https"
+bind = "127.0.0.1:0"
+certificates = ["alpha", "beta"]
+default_action = {{ type = "forward", target_group = "app" }}
+
+[[target_groups]]
+name = "app"
+targets = [{}]
+"#,
+        backend.target()
+    );
+    Site {
+        ballast: Ballast::start_in(dir, &config),
+        ca,
+        alpha,
+        beta,
+        _backend: backend,
+    }
+}
+
+/// The certificate and ALPN protocol the listener chose for a handshake naming `sni`.
+async fn handshake(site: &Site, sni: &str, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut config = site.ca.client_config(alpn);
+    // Inspect whichever certificate comes back, even one for another name.
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(AcceptAny));
+    let tcp = TcpStream::connect(site.ballast.addr("tls")).await.unwrap();
+    let tls = TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .expect("handshake");
+    let conn = tls.get_ref().1;
+    let cert = conn.peer_certificates().unwrap()[0].to_vec();
+    (cert, conn.alpn_protocol().map(<[u8]>::to_vec))
+}
+
+#[tokio::test]
+async fn sni_picks_the_matching_certificate_and_the_first_is_default() {
+    let site = site().await;
+    assert_eq!(handshake(&site, "alpha.test", &[]).await.0, site.alpha);
+    assert_eq!(handshake(&site, "beta.test", &[]).await.0, site.beta);
+    assert_eq!(
+        handshake(&site, "www.beta.test", &[]).await.0,
+        site.beta,
+        "wildcard SAN"
+    );
+    assert_eq!(
+        handshake(&site, "other.test", &[]).await.0,
+        site.alpha,
+        "default certificate"
+    );
+    // An IP address sends no SNI at all.
+    assert_eq!(handshake(&site, "127.0.0.1", &[]).await.0, site.alpha);
+}
+
+#[tokio::test]
+async fn alpn_offers_h2_and_http11() {
+    let site = site().await;
+    assert_eq!(
+        handshake(&site, "alpha.test", &[b"h2", b"http/1.1"])
+            .await
+            .1
+            .as_deref(),
+        Some(&b"h2"[..])
+    );
+    assert_eq!(
+        handshake(&site, "alpha.test", &[b"http/1.1"])
+            .await
+            .1
+            .as_deref(),
+        Some(&b"http/1.1"[..])
+    );
+}
+
+#[tokio::test]
+async fn https_requests_reach_the_target_over_h2_and_http11() {
+    let site = site().await;
+    let addr = site.ballast.addr("tls");
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(site.ca.client_config(&[b"h2", b"http/1.1"]))
+        .resolve("beta.test", addr)
+        .build()
+        .unwrap();
+    let resp = client
+        .get(format!("https://beta.test:{}/secure", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.text().await.unwrap(), "app");
+    let seen = site._backend.last();
+    assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
+    assert_eq!(
+        seen.header("host"),
+        Some(format!("beta.test:{}", addr.port()))
+    );
+
+    let http1 = reqwest::Client::builder()
+        .use_preconfigured_tls(site.ca.client_config(&[b"http/1.1"]))
+        .resolve("alpha.test", addr)
+        .build()
+        .unwrap();
+    let resp = http1
+        .get(format!("https://alpha.test:{}/", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_11);
+    assert_eq!(resp.text().await.unwrap(), "app");
+}
+
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::aws_lc_rs::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
