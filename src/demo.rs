@@ -18,6 +18,9 @@ use crate::config::{self, Config};
 /// Where the demo listener binds.
 pub const DEMO_BIND: &str = "127.0.0.1:8080";
 
+/// Where the demo's admin API and dashboard bind.
+pub const DEMO_ADMIN_BIND: &str = "127.0.0.1:9900";
+
 /// Starts one demo backend on an ephemeral loopback port; it answers every request with its name.
 pub async fn start_backend(name: String) -> std::io::Result<SocketAddr> {
     let socket = TcpListener::bind("127.0.0.1:0").await?;
@@ -47,6 +50,9 @@ pub fn demo_config(backends: &[SocketAddr]) -> Result<Config, config::ConfigErro
         .collect();
     let source = format!(
         r#"
+[admin]
+bind = "{DEMO_ADMIN_BIND}"
+
 [[listeners]]
 name = "demo"
 protocol = "http"

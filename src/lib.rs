@@ -1,9 +1,11 @@
 //! ballast: a self-hosted Elastic Load Balancing — L7 (ALB), L4 (NLB), L3 (GWLB) and auto
 //! scaling — in one binary, run from one TOML file and a live admin API.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod listener;
 pub mod proxy;
 pub mod routing;

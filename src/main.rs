@@ -52,10 +52,9 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run { config: path }) => match config::load(&path) {
-            Ok(config) => run(
-                config.runtime.worker_threads,
-                async move { serve(config).await },
-            ),
+            Ok(config) => run(config.runtime.worker_threads, async move {
+                serve(config, path).await
+            }),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE
@@ -80,8 +79,8 @@ fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>)
     }
 }
 
-async fn serve(config: config::Config) -> ExitCode {
-    match server::start(config).await {
+async fn serve(config: config::Config, path: PathBuf) -> ExitCode {
+    match server::start(config, Some(path)).await {
         Ok(_running) => {
             server::wait_for_shutdown().await;
             ExitCode::SUCCESS
@@ -111,12 +110,13 @@ async fn run_demo() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match server::start(config).await {
+    match server::start(config, None).await {
         Ok(_running) => {
             println!(
-                "ballast demo: three backends behind http://{}/ — run `curl http://{}/` three times to see the rotation; Ctrl-C stops",
+                "ballast demo: three backends behind http://{}/ — run `curl http://{}/` three times to see the rotation; the dashboard is on http://{}/; Ctrl-C stops",
                 demo::DEMO_BIND,
-                demo::DEMO_BIND
+                demo::DEMO_BIND,
+                demo::DEMO_ADMIN_BIND
             );
             server::wait_for_shutdown().await;
             ExitCode::SUCCESS

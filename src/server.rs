@@ -1,31 +1,57 @@
-//! Starting and running the balancer from a validated config.
+//! Starting and running the balancer from a validated config, and following reloads.
 
-use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::listener;
-use crate::snapshot::Snapshot;
+use crate::listener::Listeners;
 use crate::state::State;
-use crate::target_group::TargetRegistry;
 
-/// A running balancer: its shared state and where its listeners are bound.
-pub struct Running {
-    pub state: Arc<State>,
-    /// `(listener name, scheme, bound address)`.
-    pub listeners: Vec<(String, &'static str, SocketAddr)>,
+/// Builds the state from `config`, binds every listener and starts serving; listeners and
+/// health checks then follow every new snapshot, and SIGHUP reloads `config_path`.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<State>, String> {
+    let state = State::new(config, config_path)?;
+    let mut listeners = Listeners::default();
+    announce(listeners.reconcile(&state)?);
+    crate::health::supervise(Arc::clone(&state));
+    crate::admin::start(Arc::clone(&state)).await?;
+    let mut changes = state.subscribe();
+    let follower = Arc::clone(&state);
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            match listeners.reconcile(&follower) {
+                Ok(started) => announce(started),
+                Err(e) => {
+                    tracing::error!(error = %e, "a listener of the new configuration cannot start")
+                }
+            }
+        }
+    });
+    #[cfg(unix)]
+    spawn_reload_on_hangup(Arc::clone(&state));
+    Ok(state)
 }
 
-/// Builds the state from `config`, binds every listener and starts serving.
-pub async fn start(config: Config) -> Result<Running, String> {
-    let registry = Arc::new(TargetRegistry::default());
-    let snapshot = Snapshot::build(config, &registry)?;
-    let state = Arc::new(State::new(snapshot, registry));
-    let listeners = listener::start_all(&state).await?;
-    for (name, scheme, addr) in &listeners {
+fn announce(started: Vec<(String, &'static str, std::net::SocketAddr)>) {
+    for (name, scheme, addr) in started {
         println!("ballast: listener {name} on {scheme}://{addr}");
     }
-    Ok(Running { state, listeners })
+}
+
+#[cfg(unix)]
+fn spawn_reload_on_hangup(state: Arc<State>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin API instead");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            if let Err(e) = state.reload() {
+                tracing::error!("reload refused, the running configuration is unchanged:\n{e}");
+            }
+        }
+    });
 }
 
 /// Waits for SIGINT or SIGTERM.

@@ -26,6 +26,8 @@ pub struct ListenerPlan {
     /// The TLS context of `https` listeners.
     pub tls: Option<Arc<ServerConfig>>,
     pub limits: config::Limits,
+    /// The listener's zone, for target groups with `cross_zone = false`.
+    pub zone: Option<String>,
 }
 
 impl Snapshot {
@@ -119,6 +121,7 @@ impl Snapshot {
                 router: Router::new(rules, plan(&l.default_action)?),
                 tls,
                 limits: l.limits.clone(),
+                zone: l.zone.clone(),
             });
         }
         Ok(Snapshot {

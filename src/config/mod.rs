@@ -22,16 +22,17 @@ pub use listener::{
     Conditions, DesyncMitigation, Limits, Listener, ListenerProtocol, OneOrMany, RateLimit, Rule,
 };
 pub use target_group::{
-    Algorithm, HealthCheck, HealthCheckProtocol, ProtocolVersion, ProxyProtocol, Stickiness,
-    Target, TargetGroup, TargetProtocol,
+    parse_matcher, Algorithm, HealthCheck, HealthCheckProtocol, ProtocolVersion, ProxyProtocol,
+    Stickiness, Target, TargetGroup, TargetProtocol,
 };
 
 /// The whole config file.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The admin API; absent, ballast serves no admin API.
     #[serde(default)]
-    pub admin: Admin,
+    pub admin: Option<Admin>,
     #[serde(default)]
     pub runtime: Runtime,
     #[serde(default)]

@@ -14,11 +14,25 @@ type Problems = Vec<(String, String)>;
 /// Every problem in `config`; empty when it can run.
 pub fn validate(config: &Config) -> Problems {
     let mut p = Problems::new();
-    if config.admin.bind.parse::<SocketAddr>().is_err() {
-        p.push((
-            "admin.bind".into(),
-            format!("`{}` is not `ip:port`", config.admin.bind),
-        ));
+    if let Some(admin) = &config.admin {
+        if admin.bind.parse::<SocketAddr>().is_err() {
+            p.push((
+                "admin.bind".into(),
+                format!("`{}` is not `ip:port`", admin.bind),
+            ));
+        }
+    }
+    for (i, g) in config.target_groups.iter().enumerate() {
+        if !g
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            p.push((
+                format!("target_groups[{i}].name"),
+                "may hold only letters, digits, `-` and `_`".into(),
+            ));
+        }
     }
     unique_names(
         &mut p,

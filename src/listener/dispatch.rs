@@ -6,6 +6,7 @@ use hyper::body::Incoming;
 use crate::proxy::{self, answer, Client, ProxyBody};
 use crate::routing::{ActionPlan, RequestHead};
 use crate::state::State;
+use crate::target_group::{stickiness, PickRequest};
 
 /// Serves one request that arrived on listener `name`.
 pub async fn handle(
@@ -77,14 +78,33 @@ pub async fn handle(
                     "no target group to forward to",
                 );
             };
-            let Some(target) = group.pick(&[]) else {
+            let stickiness = group.settings.stickiness.as_ref();
+            let sticky = stickiness.and_then(|s| {
+                stickiness::stuck_address(&state.sealer, &group.name, s, req.headers())
+            });
+            let pick = PickRequest {
+                tried: &[],
+                zone: listener.zone.as_deref(),
+                sticky: sticky.as_deref(),
+            };
+            let Some(target) = group.pick(pick) else {
                 let reason = format!(
                     "target group `{}` has no target to take the request",
                     group.name
                 );
                 return answer(StatusCode::SERVICE_UNAVAILABLE, &reason);
             };
-            proxy::forward(&state.upstream, group, target, client, req).await
+            let mut response = proxy::forward(&state.upstream, group, target, client, req).await;
+            if let Some(s) = stickiness {
+                stickiness::stick(
+                    &state.sealer,
+                    &group.name,
+                    s,
+                    &target.address,
+                    response.headers_mut(),
+                );
+            }
+            response
         }
     }
 }

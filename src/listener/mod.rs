@@ -1,13 +1,15 @@
-//! Accept loops, one per listener, by protocol.
+//! Accept loops, one per listener, by protocol; kept in step with the config across reloads.
 
 mod dispatch;
 pub mod http;
 pub mod tls;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 
 use crate::state::State;
 
@@ -26,28 +28,71 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Binds every listener of the current snapshot and starts serving; returns each listener's
-/// name and the address it is bound to (the port filled in when the file said 0).
-pub async fn start_all(
-    state: &Arc<State>,
-) -> Result<Vec<(String, &'static str, SocketAddr)>, String> {
-    let snapshot = state.snapshot();
-    let mut bound = Vec::new();
-    for l in &snapshot.config.listeners {
-        let addr: SocketAddr = l
-            .bind
-            .parse()
-            .map_err(|_| format!("listener `{}`: bad bind `{}`", l.name, l.bind))?;
-        let socket = bind_tcp(addr)
-            .map_err(|e| format!("listener `{}`: cannot bind {addr}: {e}", l.name))?;
-        let local = socket.local_addr().map_err(|e| e.to_string())?;
-        let scheme = if l.protocol.terminates_tls() {
-            "https"
-        } else {
-            "http"
-        };
-        bound.push((l.name.clone(), scheme, local));
-        tokio::spawn(http::serve(socket, Arc::clone(state), l.name.clone()));
+/// A listener that is accepting: where it is bound and its accept loop.
+struct Bound {
+    bind: String,
+    addr: SocketAddr,
+    accept_loop: JoinHandle<()>,
+}
+
+/// The accept loops of the running balancer, matched to the snapshot's listeners by name.
+#[derive(Default)]
+pub struct Listeners {
+    bound: HashMap<String, Bound>,
+}
+
+impl Listeners {
+    /// Binds listeners that are new or whose `bind` changed, and stops those that are gone.
+    /// Open connections of a stopped listener finish on their own. Returns the newly bound
+    /// `(name, scheme, address)`; the first error stops nothing that already runs.
+    pub fn reconcile(
+        &mut self,
+        state: &Arc<State>,
+    ) -> Result<Vec<(String, &'static str, SocketAddr)>, String> {
+        let snapshot = state.snapshot();
+        let wanted = &snapshot.config.listeners;
+        self.bound.retain(|name, bound| {
+            let keep = wanted
+                .iter()
+                .any(|l| &l.name == name && l.bind == bound.bind);
+            if !keep {
+                bound.accept_loop.abort();
+            }
+            keep
+        });
+        let mut started = Vec::new();
+        for l in wanted {
+            if self.bound.contains_key(&l.name) {
+                continue;
+            }
+            let addr: SocketAddr = l
+                .bind
+                .parse()
+                .map_err(|_| format!("listener `{}`: bad bind `{}`", l.name, l.bind))?;
+            let socket = bind_tcp(addr)
+                .map_err(|e| format!("listener `{}`: cannot bind {addr}: {e}", l.name))?;
+            let local = socket.local_addr().map_err(|e| e.to_string())?;
+            let scheme = if l.protocol.terminates_tls() {
+                "https"
+            } else {
+                "http"
+            };
+            let accept_loop = tokio::spawn(http::serve(socket, Arc::clone(state), l.name.clone()));
+            self.bound.insert(
+                l.name.clone(),
+                Bound {
+                    bind: l.bind.clone(),
+                    addr: local,
+                    accept_loop,
+                },
+            );
+            started.push((l.name.clone(), scheme, local));
+        }
+        Ok(started)
     }
-    Ok(bound)
+
+    /// Where listener `name` is bound.
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
+        self.bound.get(name).map(|b| b.addr)
+    }
 }

@@ -17,7 +17,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum ProxyBody {
     Upstream {
         body: Incoming,
-        _outstanding: Option<OutstandingGuard>,
+        outstanding: Option<OutstandingGuard>,
     },
     Full(Option<Bytes>),
 }
@@ -43,7 +43,16 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Upstream { body, outstanding } => {
+                // The target's draining ended while this body streamed: cut it.
+                if outstanding
+                    .as_ref()
+                    .is_some_and(|o| o.stats().closing().is_cancelled())
+                {
+                    return Poll::Ready(Some(Err("the target was deregistered".into())));
+                }
+                Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
             ProxyBody::Full(bytes) => Poll::Ready(
                 bytes
                     .take()

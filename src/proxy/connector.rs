@@ -177,7 +177,7 @@ impl AsyncWrite for TargetStream {
 /// Targets behind a balancer commonly carry self-signed certificates, and ELB does not verify
 /// them either: the TLS hop to a target protects the bytes in transit, not the target's name.
 #[derive(Debug)]
-struct AnyTargetCertificate;
+pub(crate) struct AnyTargetCertificate;
 
 impl ServerCertVerifier for AnyTargetCertificate {
     fn verify_server_cert(

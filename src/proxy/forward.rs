@@ -12,7 +12,7 @@ use super::body::ProxyBody;
 use super::headers;
 use super::upstream::Upstream;
 use crate::config::{ProtocolVersion, TargetProtocol};
-use crate::target_group::{Target, TargetGroup};
+use crate::target_group::{Reason, Target, TargetGroup, TargetState};
 
 /// Who sent the request, and to which listener.
 #[derive(Debug, Clone, Copy)]
@@ -85,10 +85,17 @@ pub async fn forward(
             return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
         }
         Ok(Err(e)) if e.is_connect() => {
+            // A passive check: the target is down now, not at its next active check.
+            target
+                .stats
+                .set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!("cannot connect to target {}", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
         Ok(Err(_)) => {
+            target
+                .stats
+                .set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!(
                 "target {} closed the connection or sent a broken response",
                 target.address
@@ -106,8 +113,13 @@ pub async fn forward(
             if let (Ok(client_io), Ok(target_io)) = tokio::join!(client_upgrade, target_upgrade) {
                 let (mut client_io, mut target_io) =
                     (TokioIo::new(client_io), TokioIo::new(target_io));
-                // Either side closing ends the tunnel; errors here are the peers' business.
-                let _ = tokio::io::copy_bidirectional(&mut client_io, &mut target_io).await;
+                // Either side closing ends the tunnel, and so does the end of the target's
+                // draining; errors here are the peers' business.
+                let closing = outstanding.stats().closing().clone();
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut client_io, &mut target_io) => {}
+                    _ = closing.cancelled() => {}
+                }
             }
             drop(outstanding);
         });
@@ -118,7 +130,7 @@ pub async fn forward(
     headers::remove_hop_by_hop(response.headers_mut(), false);
     response.map(|body| ProxyBody::Upstream {
         body,
-        _outstanding: Some(outstanding),
+        outstanding: Some(outstanding),
     })
 }
 

@@ -3,7 +3,7 @@
 
 mod answer;
 mod body;
-mod connector;
+pub(crate) mod connector;
 mod forward;
 mod headers;
 mod upstream;

@@ -1,13 +1,17 @@
 //! Target groups as the running proxy sees them: targets, their live counters, and the pick.
 
+mod membership;
 mod registry;
+pub mod stickiness;
+pub mod sticky_cookie;
 mod target;
 
 use crate::balance::{self, Balancer, TargetView};
 use crate::config;
 
+pub use membership::{Membership, MembershipError};
 pub use registry::TargetRegistry;
-pub use target::{OutstandingGuard, Target, TargetState, TargetStats};
+pub use target::{uptime_ms, OutstandingGuard, Reason, Target, TargetState, TargetStats};
 
 /// A target group of the running snapshot.
 #[derive(Debug)]
@@ -18,13 +22,30 @@ pub struct TargetGroup {
     balancer: Box<dyn Balancer>,
 }
 
+/// What a pick must respect besides health.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickRequest<'a> {
+    /// Targets (by index) already tried for this request.
+    pub tried: &'a [usize],
+    /// The listener's zone, for groups with `cross_zone = false`.
+    pub zone: Option<&'a str>,
+    /// The address a stickiness cookie names.
+    pub sticky: Option<&'a str>,
+}
+
 /// Which targets a pick may use.
+#[derive(Clone, Copy)]
 struct Eligible<'a> {
     targets: &'a [Target],
     /// Whether each request holds one connection of its own (HTTP/1.1), so that connections
     /// in use equal requests in flight; idle pooled connections carry no load.
     connection_per_request: bool,
     tried: &'a [usize],
+    /// Only targets in this zone.
+    zone: Option<&'a str>,
+    /// Skip targets in slow start in proportion to how far they still have to go.
+    slow_start: Option<std::time::Duration>,
+    /// No target is healthy: use any that is not draining.
     fail_open: bool,
 }
 
@@ -33,13 +54,26 @@ impl TargetView for Eligible<'_> {
         self.targets.len()
     }
     fn eligible(&self, i: usize) -> bool {
-        let state = self.targets[i].stats.state();
+        let target = &self.targets[i];
+        let state = target.stats.state();
         let usable = if self.fail_open {
             state != TargetState::Draining
         } else {
             state.takes_traffic()
         };
-        usable && !self.tried.contains(&i)
+        if !usable || self.tried.contains(&i) {
+            return false;
+        }
+        if self.zone.is_some() && target.zone.as_deref() != self.zone {
+            return false;
+        }
+        match self.slow_start {
+            Some(period) => {
+                let fraction = target.stats.slow_start_fraction(period);
+                fraction >= 1.0 || (balance::random_u64() as f64 / u64::MAX as f64) < fraction
+            }
+            None => true,
+        }
     }
     fn connections(&self, i: usize) -> u64 {
         if self.connection_per_request {
@@ -70,29 +104,59 @@ impl TargetGroup {
         }
     }
 
-    /// The target for the next request, skipping those in `tried`. When no target is healthy,
-    /// fails open to every target that is not draining, as ELB does.
-    pub fn pick(&self, tried: &[usize]) -> Option<&Target> {
-        let connection_per_request =
-            self.settings.protocol_version == config::ProtocolVersion::Http1;
-        let healthy = Eligible {
-            targets: &self.targets,
-            connection_per_request,
-            tried,
-            fail_open: false,
-        };
-        let index = self.balancer.pick(&healthy).or_else(|| {
-            let any_healthy = self.targets.iter().any(|t| t.stats.state().takes_traffic());
-            if any_healthy {
-                return None;
+    /// The target for the next request. A valid stickiness cookie wins while its target takes
+    /// traffic; `cross_zone = false` keeps to the listener's zone while it has a healthy
+    /// target; targets in slow start get a growing share; and when no target is healthy the
+    /// pick fails open to every target that is not draining, as ELB does.
+    pub fn pick(&self, request: PickRequest<'_>) -> Option<&Target> {
+        let any_healthy = self.targets.iter().any(|t| t.stats.state().takes_traffic());
+        if let Some(address) = request.sticky {
+            let stuck = self.targets.iter().enumerate().find(|(i, t)| {
+                let state = t.stats.state();
+                let usable = if any_healthy {
+                    state.takes_traffic()
+                } else {
+                    state != TargetState::Draining
+                };
+                t.address == address && usable && !request.tried.contains(i)
+            });
+            if let Some((_, target)) = stuck {
+                return Some(target);
             }
+        }
+        let base = Eligible {
+            targets: &self.targets,
+            connection_per_request: self.settings.protocol_version
+                == config::ProtocolVersion::Http1,
+            tried: request.tried,
+            zone: None,
+            slow_start: None,
+            fail_open: !any_healthy,
+        };
+        let slow_start =
+            (!self.settings.slow_start.is_zero()).then(|| self.settings.slow_start.get());
+        let zoned = if self.settings.cross_zone {
+            None
+        } else {
+            request.zone
+        };
+        let attempt = |zone, slow_start| {
             self.balancer.pick(&Eligible {
-                targets: &self.targets,
-                connection_per_request,
-                tried,
-                fail_open: true,
+                zone,
+                slow_start,
+                ..base
             })
-        })?;
+        };
+        // Most specific first; each step gives up a preference only when it finds nobody.
+        let index = zoned
+            .and_then(|zone| attempt(Some(zone), slow_start).or_else(|| attempt(Some(zone), None)))
+            .or_else(|| slow_start.and_then(|period| attempt(None, Some(period))))
+            .or_else(|| attempt(None, None))?;
         self.targets.get(index)
+    }
+
+    /// The target registered as `address`.
+    pub fn target(&self, address: &str) -> Option<&Target> {
+        self.targets.iter().find(|t| t.address == address)
     }
 }

@@ -29,3 +29,11 @@ impl TargetRegistry {
         Arc::clone(map.entry(authority.to_string()).or_default())
     }
 }
+
+impl TargetRegistry {
+    /// Forgets target `address` of `group`, once it has left: registered again, it starts anew.
+    pub fn forget(&self, group: &str, address: &str) {
+        let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(&(group.to_string(), address.to_string()));
+    }
+}

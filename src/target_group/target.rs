@@ -1,7 +1,10 @@
-//! One registered target, and the live counters that outlast config reloads.
+//! One registered target, and the live facts about it that outlast config reloads.
 
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
 
 use super::registry::TargetRegistry;
 use crate::config;
@@ -45,31 +48,122 @@ impl TargetState {
     }
 }
 
+/// Why a target is in its state, with ELB's reason codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Reason {
+    /// Healthy targets carry no reason.
+    None = 0,
+    InitialHealthChecking = 1,
+    Timeout = 2,
+    ResponseCodeMismatch = 3,
+    FailedHealthChecks = 4,
+    DeregistrationInProgress = 5,
+    /// A request could not connect or the connection broke: marked down before the next check.
+    ConnectionFailed = 6,
+}
+
+impl Reason {
+    /// ELB's code, or `None` for a healthy target.
+    pub fn code(self) -> Option<&'static str> {
+        Some(match self {
+            Reason::None => return None,
+            Reason::InitialHealthChecking => "Elb.InitialHealthChecking",
+            Reason::Timeout => "Target.Timeout",
+            Reason::ResponseCodeMismatch => "Target.ResponseCodeMismatch",
+            Reason::FailedHealthChecks => "Target.FailedHealthChecks",
+            Reason::DeregistrationInProgress => "Target.DeregistrationInProgress",
+            Reason::ConnectionFailed => "Target.ConnectionFailed",
+        })
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Reason::InitialHealthChecking,
+            2 => Reason::Timeout,
+            3 => Reason::ResponseCodeMismatch,
+            4 => Reason::FailedHealthChecks,
+            5 => Reason::DeregistrationInProgress,
+            6 => Reason::ConnectionFailed,
+            _ => Reason::None,
+        }
+    }
+}
+
+/// Milliseconds since the process started; the clock of `healthy_since`.
+pub fn uptime_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
 /// Live facts about one target of one group, kept across reloads by name.
 #[derive(Debug)]
 pub struct TargetStats {
-    state: AtomicU8,
+    /// State and reason packed as `state << 8 | reason`, so both change together.
+    status: AtomicU64,
     outstanding: AtomicU64,
+    healthy_since_ms: AtomicU64,
+    /// Cancelled when draining ends: open tunnels and streams to the target close.
+    closing: CancellationToken,
 }
 
 impl Default for TargetStats {
     fn default() -> Self {
         TargetStats {
-            state: AtomicU8::new(TargetState::Healthy as u8),
+            status: AtomicU64::new(pack(TargetState::Initial, Reason::InitialHealthChecking)),
             outstanding: AtomicU64::new(0),
+            healthy_since_ms: AtomicU64::new(0),
+            closing: CancellationToken::new(),
         }
     }
+}
+
+fn pack(state: TargetState, reason: Reason) -> u64 {
+    (state as u64) << 8 | reason as u64
 }
 
 impl TargetStats {
     /// The target's state now.
     pub fn state(&self) -> TargetState {
-        TargetState::from_u8(self.state.load(Ordering::Relaxed))
+        TargetState::from_u8((self.status.load(Ordering::Relaxed) >> 8) as u8)
     }
 
-    /// Moves the target to `state`.
-    pub fn set_state(&self, state: TargetState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+    /// Why the target is in its state.
+    pub fn reason(&self) -> Reason {
+        Reason::from_u8(self.status.load(Ordering::Relaxed) as u8)
+    }
+
+    /// Moves the target to `state` for `reason`; a draining target never leaves draining.
+    pub fn set(&self, state: TargetState, reason: Reason) {
+        let new = pack(state, reason);
+        let mut current = self.status.load(Ordering::Relaxed);
+        loop {
+            let was = TargetState::from_u8((current >> 8) as u8);
+            if was == TargetState::Draining && state != TargetState::Draining {
+                return;
+            }
+            if state == TargetState::Healthy && was != TargetState::Healthy {
+                self.healthy_since_ms.store(uptime_ms(), Ordering::Relaxed);
+            }
+            match self.status.compare_exchange_weak(
+                current,
+                new,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+
+    /// How far into slow start the target is: 0.0 just healthy, 1.0 at full share.
+    pub fn slow_start_fraction(&self, slow_start: Duration) -> f64 {
+        if slow_start.is_zero() {
+            return 1.0;
+        }
+        let since = uptime_ms().saturating_sub(self.healthy_since_ms.load(Ordering::Relaxed));
+        (since as f64 / slow_start.as_millis() as f64).min(1.0)
     }
 
     /// Requests sent and not yet fully answered.
@@ -82,11 +176,23 @@ impl TargetStats {
         self.outstanding.fetch_add(1, Ordering::Relaxed);
         OutstandingGuard(Arc::clone(self))
     }
+
+    /// Fires when draining ends and whatever is still open to the target must close.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
 }
 
 /// Holds one outstanding request on a target; dropping it ends the request.
 #[derive(Debug)]
 pub struct OutstandingGuard(Arc<TargetStats>);
+
+impl OutstandingGuard {
+    /// The target this request is on.
+    pub fn stats(&self) -> &Arc<TargetStats> {
+        &self.0
+    }
+}
 
 impl Drop for OutstandingGuard {
     fn drop(&mut self) {
@@ -135,5 +241,37 @@ impl Target {
     /// Open connections from ballast to this target.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_target_is_initial_and_draining_is_final() {
+        let stats = TargetStats::default();
+        assert_eq!(stats.state(), TargetState::Initial);
+        assert_eq!(stats.reason().code(), Some("Elb.InitialHealthChecking"));
+        stats.set(TargetState::Healthy, Reason::None);
+        assert_eq!(
+            (stats.state(), stats.reason().code()),
+            (TargetState::Healthy, None)
+        );
+        stats.set(TargetState::Draining, Reason::DeregistrationInProgress);
+        stats.set(TargetState::Healthy, Reason::None);
+        assert_eq!(stats.state(), TargetState::Draining);
+        assert_eq!(
+            stats.reason().code(),
+            Some("Target.DeregistrationInProgress")
+        );
+    }
+
+    #[test]
+    fn slow_start_ramps_from_the_moment_of_health() {
+        let stats = TargetStats::default();
+        stats.set(TargetState::Healthy, Reason::None);
+        assert!(stats.slow_start_fraction(Duration::from_secs(3600)) < 0.01);
+        assert_eq!(stats.slow_start_fraction(Duration::ZERO), 1.0);
     }
 }

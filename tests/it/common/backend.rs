@@ -62,6 +62,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
     in_flight: Arc<AtomicUsize>,
+    checks: Arc<AtomicUsize>,
+    health_status: Arc<std::sync::atomic::AtomicU16>,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -84,6 +86,8 @@ impl Backend {
             addr: socket.local_addr().expect("bound address"),
             seen: Arc::default(),
             in_flight: Arc::default(),
+            checks: Arc::default(),
+            health_status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
         };
         let acceptor = options
             .tls
@@ -138,6 +142,16 @@ impl Backend {
                 .collect(),
             tls,
         };
+        let is_check = req
+            .headers()
+            .get("user-agent")
+            .is_some_and(|ua| ua.as_bytes().starts_with(b"ballast-health-check"));
+        if is_check {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            let status = StatusCode::from_u16(self.health_status.load(Ordering::SeqCst))
+                .unwrap_or(StatusCode::OK);
+            return text(status, "check".into());
+        }
         self.seen.lock().expect("seen lock").push(seen);
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _done = InFlight(Arc::clone(&self.in_flight));
@@ -218,6 +232,16 @@ impl Backend {
     /// The last request received.
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the backend received a request")
+    }
+
+    /// Health checks received so far (not counted in `seen`).
+    pub fn checks(&self) -> usize {
+        self.checks.load(Ordering::SeqCst)
+    }
+
+    /// Makes health checks answer `status` from now on.
+    pub fn set_health_status(&self, status: u16) {
+        self.health_status.store(status, Ordering::SeqCst);
     }
 
     /// Requests being answered right now.

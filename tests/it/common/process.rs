@@ -18,6 +18,7 @@ pub struct Ballast {
     child: Child,
     pub dir: tempfile::TempDir,
     listeners: HashMap<String, SocketAddr>,
+    config_path: PathBuf,
 }
 
 impl Ballast {
@@ -32,7 +33,8 @@ impl Ballast {
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Ballast {
         let path = dir.path().join("ballast.toml");
         std::fs::write(&path, config).expect("config written");
-        let expected = config.matches("[[listeners]]").count();
+        let expected =
+            config.matches("[[listeners]]").count() + usize::from(config.contains("[admin]"));
         let mut child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&path)
@@ -59,6 +61,15 @@ impl Ballast {
                     panic!("ballast did not announce its listeners (got {listeners:?})");
                 }
             };
+            if let Some(url) = line.strip_prefix("ballast: admin on ") {
+                let addr = url
+                    .split("://")
+                    .nth(1)
+                    .expect("URL with scheme")
+                    .parse()
+                    .expect("address");
+                listeners.insert("admin".to_string(), addr);
+            }
             if let Some(rest) = line.strip_prefix("ballast: listener ") {
                 let (name, url) = rest.split_once(" on ").expect("`NAME on URL`");
                 let addr = url
@@ -74,6 +85,7 @@ impl Ballast {
             child,
             dir,
             listeners,
+            config_path: path,
         }
     }
 
@@ -85,6 +97,20 @@ impl Ballast {
     /// `http://ADDR` of listener `name`.
     pub fn url(&self, name: &str) -> String {
         format!("http://{}", self.addr(name))
+    }
+
+    /// Replaces the config file (a reload reads it).
+    pub fn rewrite_config(&self, config: &str) {
+        std::fs::write(&self.config_path, config).expect("config written");
+    }
+
+    /// Sends SIGHUP: reload the config file.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
     }
 
     /// The process id, for /proc readings.
