@@ -64,6 +64,7 @@ pub struct Backend {
     in_flight: Arc<AtomicUsize>,
     checks: Arc<AtomicUsize>,
     health_status: Arc<std::sync::atomic::AtomicU16>,
+    stopped: tokio_util::sync::CancellationToken,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -88,13 +89,19 @@ impl Backend {
             in_flight: Arc::default(),
             checks: Arc::default(),
             health_status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
+            stopped: tokio_util::sync::CancellationToken::new(),
         };
         let acceptor = options
             .tls
             .map(|(cert, key)| super::certs::acceptor(&cert, &key));
         let b = backend.clone();
         tokio::spawn(async move {
-            while let Ok((tcp, _)) = socket.accept().await {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = socket.accept() => accepted,
+                    _ = b.stopped.cancelled() => return,
+                };
+                let Ok((tcp, _)) = accepted else { return };
                 let b = b.clone();
                 let acceptor = acceptor.clone();
                 tokio::spawn(async move {
@@ -116,13 +123,16 @@ impl Backend {
     where
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
+        let stopped = self.stopped.clone();
         let service = service_fn(move |req| {
             let b = self.clone();
             async move { Ok::<_, Infallible>(b.answer(req, tls).await) }
         });
-        let _ = auto::Builder::new(TokioExecutor::new())
-            .serve_connection_with_upgrades(io, service)
-            .await;
+        let builder = auto::Builder::new(TokioExecutor::new());
+        tokio::select! {
+            _ = builder.serve_connection_with_upgrades(io, service) => {}
+            _ = stopped.cancelled() => {}
+        }
     }
 
     async fn answer(&self, mut req: Request<Incoming>, tls: bool) -> Response<Body> {
@@ -221,6 +231,10 @@ impl Backend {
         response
             .headers_mut()
             .insert("x-backend", self.name.parse().expect("a header-safe name"));
+        if path == "/login" {
+            let cookie = "SESSIONID=s3cr3t; Path=/".parse().expect("a cookie");
+            response.headers_mut().insert("set-cookie", cookie);
+        }
         response
     }
 
@@ -232,6 +246,11 @@ impl Backend {
     /// The last request received.
     pub fn last(&self) -> Seen {
         self.seen().pop().expect("the backend received a request")
+    }
+
+    /// Stops the backend: no new connections, and open ones close.
+    pub fn stop(&self) {
+        self.stopped.cancel();
     }
 
     /// Health checks received so far (not counted in `seen`).
