@@ -7,5 +7,6 @@ mod common;
 mod proxy;
 mod routing;
 mod streaming;
+mod targets;
 mod tls;
 mod websocket;
