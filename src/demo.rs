@@ -33,9 +33,7 @@ pub async fn start_backend(name: String) -> std::io::Result<SocketAddr> {
                     let body = format!("hello from {name} ({addr})\n");
                     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
                 });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
             });
         }
     });
@@ -44,10 +42,7 @@ pub async fn start_backend(name: String) -> std::io::Result<SocketAddr> {
 
 /// The demo's config, in the same TOML an operator would write, over the given backends.
 pub fn demo_config(backends: &[SocketAddr]) -> Result<Config, config::ConfigErrors> {
-    let targets: Vec<String> = backends
-        .iter()
-        .map(|a| format!("{{ address = \"{a}\" }}"))
-        .collect();
+    let targets: Vec<String> = backends.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
     let source = format!(
         r#"
 [admin]

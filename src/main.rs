@@ -35,10 +35,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("BALLAST_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     match cli.command {
         Some(Command::Check { config }) => match config::load(&config) {
@@ -52,9 +49,7 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run { config: path }) => match config::load(&path) {
-            Ok(config) => run(config.runtime.worker_threads, async move {
-                serve(config, path).await
-            }),
+            Ok(config) => run(config.runtime.worker_threads, async move { serve(config, path).await }),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE

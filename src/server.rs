@@ -10,6 +10,9 @@ use crate::state::State;
 /// Builds the state from `config`, binds every listener and starts serving; listeners and
 /// health checks then follow every new snapshot, and SIGHUP reloads `config_path`.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<State>, String> {
+    // Listen for SIGHUP before anything is announced, so an early one reloads, not kills.
+    #[cfg(unix)]
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state = State::new(config, config_path)?;
     let mut listeners = Listeners::default();
     announce(listeners.reconcile(&state)?);
@@ -28,7 +31,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<S
         }
     });
     #[cfg(unix)]
-    spawn_reload_on_hangup(Arc::clone(&state));
+    match hangup {
+        Ok(hangup) => spawn_reload_on_hangup(hangup, Arc::clone(&state)),
+        Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API instead"),
+    }
     Ok(state)
 }
 
@@ -39,12 +45,7 @@ fn announce(started: Vec<(String, &'static str, std::net::SocketAddr)>) {
 }
 
 #[cfg(unix)]
-fn spawn_reload_on_hangup(state: Arc<State>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; reload through the admin API instead");
-        return;
-    };
+fn spawn_reload_on_hangup(mut hangup: tokio::signal::unix::Signal, state: Arc<State>) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             if let Err(e) = state.reload() {

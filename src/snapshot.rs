@@ -5,7 +5,12 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+
 use crate::config::{self, Action, Config, ListenerProtocol};
+use crate::metrics::{GroupLabel, ListenerLabel, Metrics};
 use crate::routing::{ActionPlan, Condition, ForwardPlan, RedirectTemplate, Router};
 use crate::target_group::{TargetGroup, TargetRegistry};
 
@@ -15,6 +20,28 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     pub listeners: Vec<ListenerPlan>,
     pub target_groups: Vec<TargetGroup>,
+    /// Metric handles of each target group, by the same index as `target_groups`.
+    pub group_metrics: Vec<GroupMetrics>,
+}
+
+/// Metric handles of one target group.
+#[derive(Debug)]
+pub struct GroupMetrics {
+    pub response_seconds: Histogram,
+    pub connection_errors: Counter,
+}
+
+/// Metric handles of one listener.
+#[derive(Debug)]
+pub struct ListenerMetrics {
+    pub active_connections: Gauge,
+    pub new_connections: Counter,
+    pub processed_bytes: Counter,
+    /// Requests by status class, per target group (same index as `Snapshot::target_groups`).
+    /// `None` for groups the listener never forwards to.
+    pub requests_by_group: Vec<Option<[Counter; 5]>>,
+    /// Requests the listener answered without a target group (redirects, fixed responses).
+    pub requests_answered: [Counter; 5],
 }
 
 /// A listener of the snapshot, ready to route.
@@ -28,16 +55,18 @@ pub struct ListenerPlan {
     pub limits: config::Limits,
     /// The listener's zone, for target groups with `cross_zone = false`.
     pub zone: Option<String>,
+    pub metrics: ListenerMetrics,
+    /// Whether connections open with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// How long a connection or flow may stay silent.
+    pub idle_timeout: std::time::Duration,
 }
 
 impl Snapshot {
     /// Builds the running state from a validated config; counters come from `registry`.
-    pub fn build(config: Config, registry: &TargetRegistry) -> Result<Snapshot, String> {
-        let target_groups: Vec<TargetGroup> = config
-            .target_groups
-            .iter()
-            .map(|g| TargetGroup::new(g, registry))
-            .collect();
+    pub fn build(config: Config, registry: &TargetRegistry, metrics: &Metrics) -> Result<Snapshot, String> {
+        let target_groups: Vec<TargetGroup> =
+            config.target_groups.iter().map(|g| TargetGroup::new(g, registry)).collect();
         let group_index = |name: &str| {
             target_groups
                 .iter()
@@ -46,10 +75,7 @@ impl Snapshot {
         };
         let plan = |action: &Action| -> Result<ActionPlan, String> {
             Ok(match action {
-                Action::Forward {
-                    target_group,
-                    target_groups,
-                } => {
+                Action::Forward { target_group, target_groups } => {
                     let groups = match target_group {
                         Some(name) => vec![(group_index(name)?, 1)],
                         None => target_groups
@@ -59,26 +85,17 @@ impl Snapshot {
                     };
                     ActionPlan::Forward(ForwardPlan::new(&groups))
                 }
-                Action::Redirect {
-                    protocol,
-                    host,
-                    port,
-                    path,
-                    query,
-                    status,
-                } => ActionPlan::Redirect(RedirectTemplate {
-                    protocol: protocol.clone(),
-                    host: host.clone(),
-                    port: port.clone(),
-                    path: path.clone(),
-                    query: query.clone(),
-                    status: *status,
-                }),
-                Action::FixedResponse {
-                    status,
-                    body,
-                    content_type,
-                } => ActionPlan::FixedResponse {
+                Action::Redirect { protocol, host, port, path, query, status } => {
+                    ActionPlan::Redirect(RedirectTemplate {
+                        protocol: protocol.clone(),
+                        host: host.clone(),
+                        port: port.clone(),
+                        path: path.clone(),
+                        query: query.clone(),
+                        status: *status,
+                    })
+                }
+                Action::FixedResponse { status, body, content_type } => ActionPlan::FixedResponse {
                     status: *status,
                     body: body.clone(),
                     content_type: content_type.clone(),
@@ -90,13 +107,7 @@ impl Snapshot {
             let rules = l
                 .rules
                 .iter()
-                .map(|r| {
-                    Ok((
-                        r.priority,
-                        Condition::compile(&r.conditions),
-                        plan(&r.action)?,
-                    ))
-                })
+                .map(|r| Ok((r.priority, Condition::compile(&r.conditions), plan(&r.action)?)))
                 .collect::<Result<Vec<_>, String>>()?;
             let tls = if l.protocol.terminates_tls() {
                 let certs = l
@@ -122,17 +133,55 @@ impl Snapshot {
                 tls,
                 limits: l.limits.clone(),
                 zone: l.zone.clone(),
+                proxy_protocol: l.proxy_protocol,
+                idle_timeout: l.idle_timeout().get(),
+                metrics: ListenerMetrics {
+                    active_connections: metrics.active_connections.get_or_create(&listener_label(&l.name)).clone(),
+                    new_connections: metrics.new_connections.get_or_create(&listener_label(&l.name)).clone(),
+                    processed_bytes: metrics.processed_bytes.get_or_create(&listener_label(&l.name)).clone(),
+                    requests_by_group: target_groups
+                        .iter()
+                        .map(|g| forwards_to(l, &g.name).then(|| metrics.request_counters(&l.name, &g.name)))
+                        .collect(),
+                    requests_answered: metrics.request_counters(&l.name, ""),
+                },
             });
         }
-        Ok(Snapshot {
-            config: Arc::new(config),
-            listeners,
-            target_groups,
-        })
+        let group_metrics = target_groups
+            .iter()
+            .map(|g| {
+                let label = GroupLabel { target_group: g.name.clone() };
+                GroupMetrics {
+                    response_seconds: metrics.target_response_seconds.get_or_create(&label).clone(),
+                    connection_errors: metrics.target_connection_errors.get_or_create(&label).clone(),
+                }
+            })
+            .collect();
+        Ok(Snapshot { config: Arc::new(config), listeners, target_groups, group_metrics })
+    }
+
+    /// The index of target group `name`.
+    pub fn group_index(&self, name: &str) -> Option<usize> {
+        self.target_groups.iter().position(|g| g.name == name)
     }
 
     /// The listener named `name`.
     pub fn listener(&self, name: &str) -> Option<&ListenerPlan> {
         self.listeners.iter().find(|l| l.name == name)
     }
+}
+
+fn listener_label(name: &str) -> ListenerLabel {
+    ListenerLabel { listener: name.to_string() }
+}
+
+/// Whether any action of listener `l` forwards to group `name`.
+fn forwards_to(l: &config::Listener, name: &str) -> bool {
+    let names = |a: &Action| match a {
+        Action::Forward { target_group, target_groups } => {
+            target_group.as_deref() == Some(name) || target_groups.iter().any(|g| g.name == name)
+        }
+        _ => false,
+    };
+    names(&l.default_action) || l.rules.iter().any(|r| names(&r.action))
 }

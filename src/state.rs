@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
+use crate::metrics::Metrics;
 use crate::proxy::Upstream;
 use crate::snapshot::Snapshot;
 use crate::target_group::sticky_cookie::CookieSealer;
@@ -22,6 +23,8 @@ pub struct State {
     membership: Mutex<Membership>,
     /// The file `reload` re-reads; `None` for the demo.
     config_path: Option<PathBuf>,
+    /// Every metric; snapshots hold handles into it.
+    pub metrics: Arc<Metrics>,
     /// Seals stickiness cookies; a fresh key per process.
     pub sealer: CookieSealer,
     /// Bumped on every new snapshot, for the tasks that follow it (listeners, health checks).
@@ -42,8 +45,10 @@ impl State {
     pub fn new(config: config::Config, config_path: Option<PathBuf>) -> Result<Arc<Self>, String> {
         let registry = Arc::new(TargetRegistry::default());
         let membership = Membership::new(config);
-        let snapshot = Snapshot::build(membership.effective(), &registry)?;
+        let metrics = Arc::new(Metrics::default());
+        let snapshot = Snapshot::build(membership.effective(), &registry, &metrics)?;
         Ok(Arc::new(State {
+            metrics,
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream: Upstream::new(Arc::clone(&registry)),
             registry,
@@ -70,7 +75,7 @@ impl State {
 
     /// Builds and publishes the snapshot for `membership`.
     fn publish(&self, membership: &Membership) -> Result<(), String> {
-        let snapshot = Snapshot::build(membership.effective(), &self.registry)?;
+        let snapshot = Snapshot::build(membership.effective(), &self.registry, &self.metrics)?;
         self.snapshot.store(Arc::new(snapshot));
         self.generation.send_modify(|g| *g += 1);
         Ok(())
@@ -79,9 +84,10 @@ impl State {
     /// Re-reads the config file. New requests see the new file at once; requests in flight
     /// finish on the old one; targets the file dropped start draining.
     pub fn reload(self: &Arc<Self>) -> Result<(), ReloadError> {
-        let path = self.config_path.as_ref().ok_or_else(|| {
-            ReloadError::Unusable("this balancer runs the demo, which has no file to reload".into())
-        })?;
+        let path = self
+            .config_path
+            .as_ref()
+            .ok_or_else(|| ReloadError::Unusable("this balancer runs the demo, which has no file to reload".into()))?;
         let file = config::load(path).map_err(ReloadError::Invalid)?;
         let mut membership = self.membership();
         let mut next = membership.clone();
@@ -97,11 +103,7 @@ impl State {
     }
 
     /// Registers `target` in `group`; it is `initial` until it passes its health checks.
-    pub fn register(
-        self: &Arc<Self>,
-        group: &str,
-        target: config::Target,
-    ) -> Result<(), MembershipError> {
+    pub fn register(self: &Arc<Self>, group: &str, target: config::Target) -> Result<(), MembershipError> {
         let mut membership = self.membership();
         let mut next = membership.clone();
         let address = target.address.clone();
@@ -127,12 +129,7 @@ impl State {
     }
 
     /// Changes the weight of a target.
-    pub fn set_weight(
-        self: &Arc<Self>,
-        group: &str,
-        address: &str,
-        weight: u32,
-    ) -> Result<(), MembershipError> {
+    pub fn set_weight(self: &Arc<Self>, group: &str, address: &str, weight: u32) -> Result<(), MembershipError> {
         let mut membership = self.membership();
         let mut next = membership.clone();
         next.set_weight(group, address, weight)?;

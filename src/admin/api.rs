@@ -44,10 +44,7 @@ pub async fn target_groups(Axum(state): Axum<Arc<State>>) -> Response {
             if let Some(object) = settings.as_object_mut() {
                 object.remove("targets");
                 object.insert("healthy_targets".into(), json!(count(TargetState::Healthy)));
-                object.insert(
-                    "unhealthy_targets".into(),
-                    json!(count(TargetState::Unhealthy)),
-                );
+                object.insert("unhealthy_targets".into(), json!(count(TargetState::Unhealthy)));
                 object.insert("targets".into(), json!(g.targets.len()));
             }
             settings
@@ -60,10 +57,7 @@ pub async fn target_groups(Axum(state): Axum<Arc<State>>) -> Response {
 pub async fn targets(Axum(state): Axum<Arc<State>>, Path(name): Path<String>) -> Response {
     let snapshot = state.snapshot();
     let Some(group) = snapshot.target_groups.iter().find(|g| g.name == name) else {
-        return error(
-            StatusCode::NOT_FOUND,
-            format!("no target group is named `{name}`"),
-        );
+        return error(StatusCode::NOT_FOUND, format!("no target group is named `{name}`"));
     };
     let list: Vec<serde_json::Value> = group
         .targets
@@ -100,32 +94,17 @@ pub async fn register(
         Ok(body) => body,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
-    let target = config::Target {
-        address: body.address.clone(),
-        weight: body.weight.unwrap_or(1),
-        zone: body.zone,
-    };
+    let target = config::Target { address: body.address.clone(), weight: body.weight.unwrap_or(1), zone: body.zone };
     match state.register(&name, target) {
-        Ok(()) => (
-            StatusCode::CREATED,
-            Json(json!({ "address": body.address, "state": "initial" })),
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::CREATED, Json(json!({ "address": body.address, "state": "initial" }))).into_response(),
         Err(e) => membership_error(e),
     }
 }
 
 /// `DELETE /api/v1/target-groups/{name}/targets/{address}`: the target drains (202).
-pub async fn deregister(
-    Axum(state): Axum<Arc<State>>,
-    Path((name, address)): Path<(String, String)>,
-) -> Response {
+pub async fn deregister(Axum(state): Axum<Arc<State>>, Path((name, address)): Path<(String, String)>) -> Response {
     match state.deregister(&name, &address) {
-        Ok(()) => (
-            StatusCode::ACCEPTED,
-            Json(json!({ "address": address, "state": "draining" })),
-        )
-            .into_response(),
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "address": address, "state": "draining" }))).into_response(),
         Err(e) => membership_error(e),
     }
 }
@@ -160,10 +139,7 @@ pub async fn scaling_groups() -> Response {
 
 /// `PUT /api/v1/scaling-groups/{name}`: every name is unknown until scaling groups exist.
 pub async fn set_desired(Path(name): Path<String>) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        format!("no scaling group is named `{name}`"),
-    )
+    error(StatusCode::NOT_FOUND, format!("no scaling group is named `{name}`"))
 }
 
 /// `POST /api/v1/reload`: re-reads the config file; 422 with every error when it does not
@@ -173,17 +149,11 @@ pub async fn reload(Axum(state): Axum<Arc<State>>) -> Response {
         Ok(()) => Json(json!({ "reloaded": true })).into_response(),
         Err(ReloadError::Invalid(errors)) => {
             let list: Vec<serde_json::Value> = errors.0.iter().map(config_error_json).collect();
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(json!({ "errors": list })),
-            )
-                .into_response()
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": list }))).into_response()
         }
-        Err(ReloadError::Unusable(why)) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "errors": [{ "message": why }] })),
-        )
-            .into_response(),
+        Err(ReloadError::Unusable(why)) => {
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(json!({ "errors": [{ "message": why }] }))).into_response()
+        }
     }
 }
 

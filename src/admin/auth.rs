@@ -31,9 +31,7 @@ pub async fn require_token(
         .map(str::trim);
     let expected = expected_token(&state);
     match (presented, expected) {
-        (Some(p), Some(e)) if constant_time_eq(p.as_bytes(), e.as_bytes()) => {
-            next.run(request).await
-        }
+        (Some(p), Some(e)) if constant_time_eq(p.as_bytes(), e.as_bytes()) => next.run(request).await,
         (_, None) => refuse("writes need a token: set [admin].token_file"),
         _ => refuse("missing or wrong bearer token"),
     }
@@ -53,14 +51,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn refuse(why: &str) -> Response {
-    let mut response = (
-        StatusCode::UNAUTHORIZED,
-        Json(serde_json::json!({ "error": why })),
-    )
-        .into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        header::HeaderValue::from_static("Bearer"),
-    );
+    let mut response = (StatusCode::UNAUTHORIZED, Json(serde_json::json!({ "error": why }))).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
     response
 }

@@ -19,10 +19,7 @@ fn path_param(name: &str, description: &str) -> Value {
 /// The document itself.
 pub fn spec() -> Value {
     let group = path_param("name", "target group name");
-    let address = path_param(
-        "address",
-        "target address as registered (ip:port or host:port)",
-    );
+    let address = path_param("address", "target address as registered (ip:port or host:port)");
     let json_body = |schema: &str| json!({ "required": true, "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
     json!({
         "openapi": "3.0.3",

@@ -23,10 +23,7 @@ pub struct LeastLoaded {
 impl LeastLoaded {
     /// A balancer comparing `load`.
     pub fn new(load: Load) -> Self {
-        LeastLoaded {
-            load,
-            next: AtomicUsize::new(0),
-        }
+        LeastLoaded { load, next: AtomicUsize::new(0) }
     }
 }
 
@@ -37,13 +34,10 @@ impl Balancer for LeastLoaded {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
-            .filter(|&i| view.eligible(i))
-            .min_by_key(|&i| match self.load {
-                Load::Connections => view.connections(i),
-                Load::Outstanding => view.outstanding(i),
-            })
+        (0..n).map(|i| (start + i) % n).filter(|&i| view.eligible(i)).min_by_key(|&i| match self.load {
+            Load::Connections => view.connections(i),
+            Load::Outstanding => view.outstanding(i),
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! live counters stay outside, in the target group; nothing here does I/O or reads a clock.
 
 mod least_loaded;
+mod maglev;
 mod random;
 mod round_robin;
 mod weighted_round_robin;
@@ -14,6 +15,7 @@ use std::fmt::Debug;
 use crate::config::Algorithm;
 
 pub use least_loaded::{LeastLoaded, Load};
+pub use maglev::{flow_hash, stable_hash, Maglev};
 pub use random::{random_u64, PowerOfTwoChoices};
 pub use round_robin::RoundRobin;
 pub use weighted_round_robin::WeightedRoundRobin;
@@ -32,6 +34,10 @@ pub trait TargetView {
     fn connections(&self, i: usize) -> u64;
     /// Requests sent to target `i` and not yet answered.
     fn outstanding(&self, i: usize) -> u64;
+    /// The hash of the flow being placed (its addresses and ports), for `flow_hash`.
+    fn flow_hash(&self) -> u64 {
+        0
+    }
 }
 
 /// A load-balancing algorithm, built for one set of targets.
@@ -40,15 +46,15 @@ pub trait Balancer: Send + Sync + Debug {
     fn pick(&self, view: &dyn TargetView) -> Option<usize>;
 }
 
-/// Builds the algorithm a target group names for targets with these weights.
-pub fn build(algorithm: Algorithm, weights: &[u32]) -> Box<dyn Balancer> {
+/// Builds the algorithm a target group names for targets with these names and weights.
+pub fn build(algorithm: Algorithm, names: &[&str], weights: &[u32]) -> Box<dyn Balancer> {
     match algorithm {
         Algorithm::RoundRobin => Box::new(RoundRobin::default()),
         Algorithm::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(weights)),
         Algorithm::LeastConnections => Box::new(LeastLoaded::new(Load::Connections)),
         Algorithm::LeastOutstandingRequests => Box::new(LeastLoaded::new(Load::Outstanding)),
-        // Flow hashing spreads L4 flows; on HTTP traffic a random pick spreads as evenly.
-        Algorithm::Random | Algorithm::FlowHash => Box::new(PowerOfTwoChoices),
+        Algorithm::Random => Box::new(PowerOfTwoChoices),
+        Algorithm::FlowHash => Box::new(Maglev::new(names)),
     }
 }
 
@@ -65,11 +71,7 @@ pub(crate) mod test_view {
 
     impl Fixed {
         pub fn all(n: usize) -> Self {
-            Fixed {
-                eligible: vec![true; n],
-                connections: vec![0; n],
-                outstanding: vec![0; n],
-            }
+            Fixed { eligible: vec![true; n], connections: vec![0; n], outstanding: vec![0; n] }
         }
     }
 

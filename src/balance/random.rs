@@ -12,9 +12,7 @@ impl PowerOfTwoChoices {
     // The first eligible index at or after `from`, wrapping.
     fn eligible_from(view: &dyn TargetView, from: usize, skip: Option<usize>) -> Option<usize> {
         let n = view.len();
-        (0..n)
-            .map(|i| (from + i) % n)
-            .find(|&i| view.eligible(i) && Some(i) != skip)
+        (0..n).map(|i| (from + i) % n).find(|&i| view.eligible(i) && Some(i) != skip)
     }
 }
 
@@ -28,11 +26,7 @@ impl Balancer for PowerOfTwoChoices {
         let Some(b) = Self::eligible_from(view, (random_u64() % n as u64) as usize, Some(a)) else {
             return Some(a);
         };
-        Some(if view.outstanding(b) < view.outstanding(a) {
-            b
-        } else {
-            a
-        })
+        Some(if view.outstanding(b) < view.outstanding(a) { b } else { a })
     }
 }
 
@@ -41,9 +35,7 @@ thread_local! {
 }
 
 fn seed() -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let local = 0u8;
     (nanos ^ (&local as *const u8 as u64).rotate_left(32)) | 1
 }

@@ -17,12 +17,7 @@ pub struct WeightedRoundRobin {
 impl WeightedRoundRobin {
     /// The cycle for these weights; a weight of 0 takes no traffic.
     pub fn new(weights: &[u32]) -> Self {
-        let divisor = weights
-            .iter()
-            .copied()
-            .filter(|w| *w > 0)
-            .fold(0, gcd)
-            .max(1);
+        let divisor = weights.iter().copied().filter(|w| *w > 0).fold(0, gcd).max(1);
         let weights: Vec<i64> = weights.iter().map(|w| i64::from(w / divisor)).collect();
         let total: i64 = weights.iter().sum();
         let mut current = vec![0i64; weights.len()];
@@ -37,10 +32,7 @@ impl WeightedRoundRobin {
             current[best] -= total;
             cycle.push(best);
         }
-        WeightedRoundRobin {
-            cycle,
-            next: AtomicUsize::new(0),
-        }
+        WeightedRoundRobin { cycle, next: AtomicUsize::new(0) }
     }
 }
 
@@ -59,9 +51,7 @@ impl Balancer for WeightedRoundRobin {
             return None;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| self.cycle[(start + i) % n])
-            .find(|&t| view.eligible(t))
+        (0..n).map(|i| self.cycle[(start + i) % n]).find(|&t| view.eligible(t))
     }
 }
 
@@ -71,9 +61,7 @@ mod tests {
     use crate::balance::test_view::Fixed;
 
     fn letters(wrr: &WeightedRoundRobin, view: &Fixed, n: usize) -> String {
-        (0..n)
-            .map(|_| (b'a' + wrr.pick(view).unwrap() as u8) as char)
-            .collect()
+        (0..n).map(|_| (b'a' + wrr.pick(view).unwrap() as u8) as char).collect()
     }
 
     #[test]
@@ -91,10 +79,7 @@ mod tests {
             counts[wrr.pick(&view).unwrap()] += 1;
         }
         assert_eq!(counts, [300, 200, 100]);
-        assert_eq!(
-            letters(&WeightedRoundRobin::new(&[2, 1]), &view, 6),
-            "abaaba"
-        );
+        assert_eq!(letters(&WeightedRoundRobin::new(&[2, 1]), &view, 6), "abaaba");
     }
 
     #[test]

@@ -20,15 +20,11 @@ impl Cidr {
         };
         match (self.network, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -44,10 +40,8 @@ impl FromStr for Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let network: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
+        let network: IpAddr =
+            addr.trim().parse().map_err(|_| format!("`{text}` is not an IP address or CIDR block"))?;
         let max = if network.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -82,14 +76,8 @@ mod tests {
         assert!(block.contains(ip("10.1.200.3")));
         assert!(!block.contains(ip("10.2.0.1")));
         assert!("0.0.0.0/0".parse::<Cidr>().unwrap().contains(ip("8.8.8.8")));
-        assert!("127.0.0.2"
-            .parse::<Cidr>()
-            .unwrap()
-            .contains(ip("127.0.0.2")));
-        assert!(!"127.0.0.2"
-            .parse::<Cidr>()
-            .unwrap()
-            .contains(ip("127.0.0.1")));
+        assert!("127.0.0.2".parse::<Cidr>().unwrap().contains(ip("127.0.0.2")));
+        assert!(!"127.0.0.2".parse::<Cidr>().unwrap().contains(ip("127.0.0.1")));
     }
 
     #[test]

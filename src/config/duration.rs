@@ -30,24 +30,18 @@ impl Duration {
 /// Parses `"<number><unit>"`; the error says what was expected.
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-        format!("`{text}` has no unit: write it as e.g. \"30s\" (units: ms, s, m, h, d)")
-    })?;
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write it as e.g. \"30s\" (units: ms, s, m, h, d)"))?;
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration: write it as e.g. \"30s\""))?;
+    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration: write it as e.g. \"30s\""))?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "`{text}` has an unknown unit `{unit}` (units: ms, s, m, h, d)"
-            ))
-        }
+        _ => return Err(format!("`{text}` has an unknown unit `{unit}` (units: ms, s, m, h, d)")),
     };
     n.checked_mul(millis_per_unit)
         .map(|ms| Duration(StdDuration::from_millis(ms)))
@@ -57,12 +51,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        let units = [
-            (86_400_000, "d"),
-            (3_600_000, "h"),
-            (60_000, "m"),
-            (1_000, "s"),
-        ];
+        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
         for (size, unit) in units {
             if ms != 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
@@ -122,10 +111,7 @@ mod tests {
     #[test]
     fn display_round_trips() {
         for text in ["0s", "250ms", "30s", "5m", "2h", "1d", "90s"] {
-            assert_eq!(
-                parse(text).unwrap().to_string(),
-                if text == "90s" { "90s" } else { text }
-            );
+            assert_eq!(parse(text).unwrap().to_string(), if text == "90s" { "90s" } else { text });
         }
     }
 }

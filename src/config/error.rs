@@ -51,33 +51,20 @@ pub struct Locator<'a> {
 }
 
 /// A table's entry under `key`, with the span of the key.
-fn entry<'r, 'a>(
-    table: &'r DeTable<'a>,
-    key: &str,
-) -> Option<(Range<usize>, &'r Spanned<DeValue<'a>>)> {
-    table
-        .iter()
-        .find(|(k, _)| k.get_ref() == key)
-        .map(|(k, v)| (k.span(), v))
+fn entry<'r, 'a>(table: &'r DeTable<'a>, key: &str) -> Option<(Range<usize>, &'r Spanned<DeValue<'a>>)> {
+    table.iter().find(|(k, _)| k.get_ref() == key).map(|(k, v)| (k.span(), v))
 }
 
 impl<'a> Locator<'a> {
     /// Indexes `source`; a source that does not parse locates nothing.
     pub fn new(source: &'a str) -> Self {
-        Locator {
-            source,
-            root: DeTable::parse(source).ok().map(Spanned::into_inner),
-        }
+        Locator { source, root: DeTable::parse(source).ok().map(Spanned::into_inner) }
     }
 
     /// The 1-based line of a byte offset.
     pub fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.source.len());
-        self.source.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.source.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
     /// The line of the deepest part of `path` (`a[1].b.c`) that exists in the file.
@@ -107,9 +94,7 @@ impl<'a> Locator<'a> {
     pub fn key_at(&self, offset: usize) -> String {
         let end = offset.min(self.source.len());
         let line_start = self.source[..end].rfind('\n').map_or(0, |i| i + 1);
-        let line_end = self.source[end..]
-            .find('\n')
-            .map_or(self.source.len(), |i| end + i);
+        let line_end = self.source[end..].find('\n').map_or(self.source.len(), |i| end + i);
         let line = &self.source[line_start..line_end];
         let key = match line.find('=') {
             Some(eq) if !line.trim_start().starts_with('[') => line[..eq].trim().to_string(),

@@ -75,7 +75,10 @@ pub struct Listener {
 pub struct Limits {
     pub header_timeout: Duration,
     pub body_timeout: Duration,
-    pub idle_timeout: Duration,
+    /// Unset: 60 s on http/https (as ALB), 350 s on tcp/tls (as NLB), 120 s for udp flows.
+    pub idle_timeout: Option<Duration>,
+    /// Flows a udp listener tracks at once; a new flow beyond it is dropped and counted.
+    pub max_flows: usize,
     pub max_header_bytes: usize,
     pub max_uri_bytes: usize,
     pub max_body_bytes: u64,
@@ -88,13 +91,25 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::secs(60),
             body_timeout: Duration::secs(60),
-            idle_timeout: Duration::secs(60),
+            idle_timeout: None,
+            max_flows: 65_536,
             max_header_bytes: 65_536,
             max_uri_bytes: 16_384,
             max_body_bytes: 0,
             max_connections: 0,
             max_connections_per_ip: 0,
         }
+    }
+}
+
+impl Listener {
+    /// The idle timeout: the configured one, else the protocol's default.
+    pub fn idle_timeout(&self) -> Duration {
+        self.limits.idle_timeout.unwrap_or(match self.protocol {
+            ListenerProtocol::Tcp | ListenerProtocol::Tls => Duration::secs(350),
+            ListenerProtocol::Udp => Duration::secs(120),
+            _ => Duration::secs(60),
+        })
     }
 }
 

@@ -18,12 +18,10 @@ use serde::{Deserialize, Serialize};
 pub use action::{Action, WeightedTargetGroup};
 pub use duration::{parse as parse_duration, Duration};
 pub use error::{ConfigError, ConfigErrors, Locator};
-pub use listener::{
-    Conditions, DesyncMitigation, Limits, Listener, ListenerProtocol, OneOrMany, RateLimit, Rule,
-};
+pub use listener::{Conditions, DesyncMitigation, Limits, Listener, ListenerProtocol, OneOrMany, RateLimit, Rule};
 pub use target_group::{
-    parse_matcher, Algorithm, HealthCheck, HealthCheckProtocol, ProtocolVersion, ProxyProtocol,
-    Stickiness, Target, TargetGroup, TargetProtocol,
+    parse_matcher, Algorithm, HealthCheck, HealthCheckProtocol, ProtocolVersion, ProxyProtocol, Stickiness, Target,
+    TargetGroup, TargetProtocol,
 };
 
 /// The whole config file.
@@ -56,10 +54,7 @@ pub struct Admin {
 
 impl Default for Admin {
     fn default() -> Self {
-        Admin {
-            bind: "127.0.0.1:9900".into(),
-            token_file: None,
-        }
+        Admin { bind: "127.0.0.1:9900".into(), token_file: None }
     }
 }
 
@@ -127,12 +122,7 @@ pub fn parse(file: &str, source: &str, base_dir: PathBuf) -> Result<Config, Conf
         Err(ConfigErrors(
             problems
                 .into_iter()
-                .map(|(key, message)| ConfigError {
-                    file: file.to_string(),
-                    line: locator.line(&key),
-                    key,
-                    message,
-                })
+                .map(|(key, message)| ConfigError { file: file.to_string(), line: locator.line(&key), key, message })
                 .collect(),
         ))
     }

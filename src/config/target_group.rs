@@ -119,7 +119,8 @@ pub enum HealthCheckProtocol {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthCheck {
-    pub protocol: HealthCheckProtocol,
+    /// Unset: `http` for http groups, `https` for https groups, `tcp` for the others.
+    pub protocol: Option<HealthCheckProtocol>,
     pub path: String,
     /// `traffic-port` or a port number.
     pub port: String,
@@ -134,7 +135,7 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
-            protocol: HealthCheckProtocol::Http,
+            protocol: None,
             path: "/".into(),
             port: "traffic-port".into(),
             interval: Duration::secs(30),
@@ -143,6 +144,17 @@ impl Default for HealthCheck {
             unhealthy_threshold: 2,
             matcher: "200".into(),
         }
+    }
+}
+
+impl TargetGroup {
+    /// The health check protocol: the configured one, else what suits the group's protocol.
+    pub fn health_check_protocol(&self) -> HealthCheckProtocol {
+        self.health_check.protocol.unwrap_or(match self.protocol {
+            TargetProtocol::Http => HealthCheckProtocol::Http,
+            TargetProtocol::Https => HealthCheckProtocol::Https,
+            _ => HealthCheckProtocol::Tcp,
+        })
     }
 }
 
@@ -190,40 +202,27 @@ pub fn split_address(address: &str, default_port: Option<u16>) -> Result<(String
     if let Ok(sa) = address.parse::<std::net::SocketAddr>() {
         return Ok((sa.ip().to_string(), sa.port()));
     }
-    if let Ok(ip) = address
-        .trim_matches(|c| c == '[' || c == ']')
-        .parse::<std::net::IpAddr>()
-    {
+    if let Ok(ip) = address.trim_matches(|c| c == '[' || c == ']').parse::<std::net::IpAddr>() {
         return default_port
             .map(|p| (ip.to_string(), p))
             .ok_or_else(|| format!("`{address}` has no port and the target group sets no `port`"));
     }
     match address.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && !host.contains(':') => {
-            let port = port
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(bad)?;
-            valid_host(host)
-                .then(|| (host.to_string(), port))
-                .ok_or_else(bad)
+            let port = port.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?;
+            valid_host(host).then(|| (host.to_string(), port)).ok_or_else(bad)
         }
         Some(_) => Err(bad()),
         None => {
-            let port = default_port.ok_or_else(|| {
-                format!("`{address}` has no port and the target group sets no `port`")
-            })?;
-            valid_host(address)
-                .then(|| (address.to_string(), port))
-                .ok_or_else(bad)
+            let port =
+                default_port.ok_or_else(|| format!("`{address}` has no port and the target group sets no `port`"))?;
+            valid_host(address).then(|| (address.to_string(), port)).ok_or_else(bad)
         }
     }
 }
 
 fn valid_host(host: &str) -> bool {
-    host.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Parses a health check matcher (`200`, `200-299`, `200,302`) into inclusive ranges.
@@ -256,25 +255,11 @@ mod tests {
 
     #[test]
     fn addresses_split_with_and_without_ports() {
-        assert_eq!(
-            split_address("127.0.0.1:8080", None).unwrap(),
-            ("127.0.0.1".into(), 8080)
-        );
-        assert_eq!(
-            split_address("[::1]:443", None).unwrap(),
-            ("::1".into(), 443)
-        );
-        assert_eq!(
-            split_address("app.internal:3000", None).unwrap(),
-            ("app.internal".into(), 3000)
-        );
-        assert_eq!(
-            split_address("10.0.0.5", Some(80)).unwrap(),
-            ("10.0.0.5".into(), 80)
-        );
-        assert!(split_address("10.0.0.5", None)
-            .unwrap_err()
-            .contains("no port"));
+        assert_eq!(split_address("127.0.0.1:8080", None).unwrap(), ("127.0.0.1".into(), 8080));
+        assert_eq!(split_address("[::1]:443", None).unwrap(), ("::1".into(), 443));
+        assert_eq!(split_address("app.internal:3000", None).unwrap(), ("app.internal".into(), 3000));
+        assert_eq!(split_address("10.0.0.5", Some(80)).unwrap(), ("10.0.0.5".into(), 80));
+        assert!(split_address("10.0.0.5", None).unwrap_err().contains("no port"));
         assert!(split_address("host:http", None).is_err());
         assert!(split_address("bad host:80", None).is_err());
     }
@@ -283,10 +268,7 @@ mod tests {
     fn matchers_parse_codes_ranges_and_lists() {
         assert_eq!(parse_matcher("200").unwrap(), vec![(200, 200)]);
         assert_eq!(parse_matcher("200-299").unwrap(), vec![(200, 299)]);
-        assert_eq!(
-            parse_matcher("200,302").unwrap(),
-            vec![(200, 200), (302, 302)]
-        );
+        assert_eq!(parse_matcher("200,302").unwrap(), vec![(200, 200), (302, 302)]);
         assert!(parse_matcher("299-200").is_err());
         assert!(parse_matcher("ok").is_err());
     }

@@ -20,16 +20,12 @@ pub struct InvalidMatcher(String);
 impl Matcher {
     /// Reads the config's matcher text.
     pub fn parse(text: &str) -> Result<Matcher, InvalidMatcher> {
-        parse_matcher(text)
-            .map(|ranges| Matcher { ranges })
-            .map_err(InvalidMatcher)
+        parse_matcher(text).map(|ranges| Matcher { ranges }).map_err(InvalidMatcher)
     }
 
     /// Whether a response with `status` counts as healthy.
     pub fn matches(&self, status: u16) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+        self.ranges.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
 }
 

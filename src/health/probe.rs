@@ -60,15 +60,10 @@ impl FailReason {
 /// The whole check, connect included, is bounded by `check.timeout`. An `https` check accepts
 /// any target certificate, as ELB does, and sends SNI when the host is a DNS name. Only the
 /// status line is awaited: the response body is never read.
-pub async fn probe(
-    check: &HealthCheck,
-    matcher: &Matcher,
-    authority: &str,
-    host_header: &str,
-) -> ProbeOutcome {
+pub async fn probe(check: &HealthCheck, matcher: &Matcher, authority: &str, host_header: &str) -> ProbeOutcome {
     let attempt = async {
         let tcp = connect(authority).await?;
-        let status = match check.protocol {
+        let status = match check.protocol.unwrap_or_default() {
             HealthCheckProtocol::Tcp => return Ok(ProbeOutcome::Pass),
             HealthCheckProtocol::Http => ask(tcp, &check.path, host_header, authority).await?,
             HealthCheckProtocol::Https => {
@@ -90,19 +85,13 @@ pub async fn probe(
 }
 
 async fn connect(authority: &str) -> Result<TcpStream, FailReason> {
-    let tcp = TcpStream::connect(authority)
-        .await
-        .map_err(|e| failed(authority, "connect", e))?;
+    let tcp = TcpStream::connect(authority).await.map_err(|e| failed(authority, "connect", e))?;
     // A check is one small request: Nagle would only delay it.
-    tcp.set_nodelay(true)
-        .map_err(|e| failed(authority, "connect", e))?;
+    tcp.set_nodelay(true).map_err(|e| failed(authority, "connect", e))?;
     Ok(tcp)
 }
 
-async fn handshake(
-    tcp: TcpStream,
-    authority: &str,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FailReason> {
+async fn handshake(tcp: TcpStream, authority: &str) -> Result<tokio_rustls::client::TlsStream<TcpStream>, FailReason> {
     // An IP address becomes `ServerName::IpAddress`, for which rustls sends no SNI.
     let name = authority
         .parse::<Authority>()
@@ -113,10 +102,7 @@ async fn handshake(
             let e = io::Error::new(io::ErrorKind::InvalidInput, "not a `host:port` authority");
             failed(authority, "TLS", e)
         })?;
-    tls_connector()
-        .connect(name, tcp)
-        .await
-        .map_err(|e| failed(authority, "TLS", e))
+    tls_connector().connect(name, tcp).await.map_err(|e| failed(authority, "TLS", e))
 }
 
 /// Sends one `GET` and returns the response status; the body is dropped unread.
@@ -129,13 +115,7 @@ where
         .header(USER_AGENT, USER_AGENT_VALUE)
         .header(CONNECTION, "close")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| {
-            failed(
-                authority,
-                "HTTP",
-                io::Error::new(io::ErrorKind::InvalidInput, e),
-            )
-        })?;
+        .map_err(|e| failed(authority, "HTTP", io::Error::new(io::ErrorKind::InvalidInput, e)))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| failed(authority, "HTTP", io::Error::other(e)))?;
@@ -151,9 +131,7 @@ where
             _ = &mut conn, if !conn_done => conn_done = true,
         }
     };
-    response
-        .map(|r| r.status().as_u16())
-        .map_err(|e| failed(authority, "HTTP", io::Error::other(e)))
+    response.map(|r| r.status().as_u16()).map_err(|e| failed(authority, "HTTP", io::Error::other(e)))
 }
 
 /// Logs why a check could not get an answer; the reason code alone does not say.
@@ -203,10 +181,7 @@ mod tests {
     }
 
     /// A target answering every request with `status`, over TLS when `tls` is given.
-    async fn target(
-        status: u16,
-        tls: Option<TlsAcceptor>,
-    ) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
+    async fn target(status: u16, tls: Option<TlsAcceptor>) -> (SocketAddr, mpsc::UnboundedReceiver<Seen>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (seen_tx, seen_rx) = mpsc::unbounded_channel();
@@ -237,9 +212,8 @@ mod tests {
                         *res.status_mut() = StatusCode::from_u16(status).unwrap();
                         async move { Ok::<_, Infallible>(res) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(io), service)
-                        .await;
+                    let _ =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).await;
                 });
             }
         });
@@ -271,7 +245,7 @@ mod tests {
 
     fn check(protocol: HealthCheckProtocol) -> HealthCheck {
         HealthCheck {
-            protocol,
+            protocol: Some(protocol),
             path: "/healthz".into(),
             timeout: Duration(StdDuration::from_secs(5)),
             ..Default::default()
@@ -284,13 +258,7 @@ mod tests {
 
     async fn probe_http(addr: SocketAddr, matcher_text: &str) -> ProbeOutcome {
         let authority = addr.to_string();
-        probe(
-            &check(HealthCheckProtocol::Http),
-            &matcher(matcher_text),
-            &authority,
-            &authority,
-        )
-        .await
+        probe(&check(HealthCheckProtocol::Http), &matcher(matcher_text), &authority, &authority).await
     }
 
     #[tokio::test]
@@ -310,14 +278,8 @@ mod tests {
     async fn http_fails_with_the_status_when_the_matcher_refuses_it() {
         let (addr, _seen) = target(500, None).await;
         let outcome = probe_http(addr, "200").await;
-        assert_eq!(
-            outcome,
-            ProbeOutcome::Fail(FailReason::ResponseCodeMismatch(500))
-        );
-        assert_eq!(
-            FailReason::ResponseCodeMismatch(500).code(),
-            "Target.ResponseCodeMismatch"
-        );
+        assert_eq!(outcome, ProbeOutcome::Fail(FailReason::ResponseCodeMismatch(500)));
+        assert_eq!(FailReason::ResponseCodeMismatch(500).code(), "Target.ResponseCodeMismatch");
     }
 
     #[tokio::test]
@@ -336,10 +298,7 @@ mod tests {
                 held.push(tcp);
             }
         });
-        let check = HealthCheck {
-            timeout: Duration(StdDuration::from_millis(200)),
-            ..Default::default()
-        };
+        let check = HealthCheck { timeout: Duration(StdDuration::from_millis(200)), ..Default::default() };
         let started = tokio::time::Instant::now();
         let outcome = probe(&check, &matcher("200"), &addr.to_string(), "t").await;
         assert_eq!(outcome, ProbeOutcome::Fail(FailReason::Timeout));
@@ -350,14 +309,8 @@ mod tests {
     #[tokio::test]
     async fn http_fails_the_connection_on_a_closed_port() {
         let addr = closed_port().await;
-        assert_eq!(
-            probe_http(addr, "200").await,
-            ProbeOutcome::Fail(FailReason::ConnectionFailed)
-        );
-        assert_eq!(
-            FailReason::ConnectionFailed.code(),
-            "Target.FailedHealthChecks"
-        );
+        assert_eq!(probe_http(addr, "200").await, ProbeOutcome::Fail(FailReason::ConnectionFailed));
+        assert_eq!(FailReason::ConnectionFailed.code(), "Target.FailedHealthChecks");
     }
 
     #[tokio::test]
@@ -369,10 +322,7 @@ mod tests {
                 drop(tcp);
             }
         });
-        assert_eq!(
-            probe_http(addr, "200").await,
-            ProbeOutcome::Fail(FailReason::ConnectionFailed)
-        );
+        assert_eq!(probe_http(addr, "200").await, ProbeOutcome::Fail(FailReason::ConnectionFailed));
     }
 
     #[tokio::test]
@@ -380,10 +330,7 @@ mod tests {
         let check = check(HealthCheckProtocol::Tcp);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap().to_string();
-        assert_eq!(
-            probe(&check, &matcher("200"), &open, &open).await,
-            ProbeOutcome::Pass
-        );
+        assert_eq!(probe(&check, &matcher("200"), &open, &open).await, ProbeOutcome::Pass);
         let closed = closed_port().await.to_string();
         assert_eq!(
             probe(&check, &matcher("200"), &closed, &closed).await,
@@ -395,13 +342,7 @@ mod tests {
     async fn https_accepts_a_self_signed_certificate() {
         let (addr, mut seen) = target(200, Some(self_signed())).await;
         let authority = addr.to_string();
-        let outcome = probe(
-            &check(HealthCheckProtocol::Https),
-            &matcher("200"),
-            &authority,
-            &authority,
-        )
-        .await;
+        let outcome = probe(&check(HealthCheckProtocol::Https), &matcher("200"), &authority, &authority).await;
         assert_eq!(outcome, ProbeOutcome::Pass);
         // An IP address is never sent as SNI.
         assert_eq!(seen.recv().await.unwrap().sni, None);
@@ -411,17 +352,8 @@ mod tests {
     async fn https_sends_sni_for_a_dns_name_and_judges_the_status() {
         let (addr, mut seen) = target(503, Some(self_signed())).await;
         let authority = format!("localhost:{}", addr.port());
-        let outcome = probe(
-            &check(HealthCheckProtocol::Https),
-            &matcher("200"),
-            &authority,
-            &authority,
-        )
-        .await;
-        assert_eq!(
-            outcome,
-            ProbeOutcome::Fail(FailReason::ResponseCodeMismatch(503))
-        );
+        let outcome = probe(&check(HealthCheckProtocol::Https), &matcher("200"), &authority, &authority).await;
+        assert_eq!(outcome, ProbeOutcome::Fail(FailReason::ResponseCodeMismatch(503)));
         assert_eq!(seen.recv().await.unwrap().sni.as_deref(), Some("localhost"));
     }
 
@@ -429,13 +361,7 @@ mod tests {
     async fn https_fails_the_connection_against_a_plain_http_target() {
         let (addr, _seen) = target(200, None).await;
         let authority = addr.to_string();
-        let outcome = probe(
-            &check(HealthCheckProtocol::Https),
-            &matcher("200"),
-            &authority,
-            &authority,
-        )
-        .await;
+        let outcome = probe(&check(HealthCheckProtocol::Https), &matcher("200"), &authority, &authority).await;
         assert_eq!(outcome, ProbeOutcome::Fail(FailReason::ConnectionFailed));
     }
 }

@@ -78,7 +78,8 @@ async fn check_target(state: Arc<State>, group: String, address: String, at_star
             return;
         };
         let Some(t) = g.target(&address) else { return };
-        let check = g.settings.health_check.clone();
+        let mut check = g.settings.health_check.clone();
+        check.protocol = Some(g.settings.health_check_protocol());
         let stats = Arc::clone(&t.stats);
         let authority = match check.port.parse::<u16>() {
             Ok(port) => {
@@ -98,17 +99,13 @@ async fn check_target(state: Arc<State>, group: String, address: String, at_star
             (passes, fails) = (0, 0);
             first_life = false;
         }
-        let matcher = Matcher::parse(&check.matcher)
-            .unwrap_or_else(|_| Matcher::parse("200").expect("200 is a matcher"));
+        let matcher =
+            Matcher::parse(&check.matcher).unwrap_or_else(|_| Matcher::parse("200").expect("200 is a matcher"));
         match probe(&check, &matcher, &authority, &host_header).await {
             ProbeOutcome::Pass => {
                 passes += 1;
                 fails = 0;
-                let needed = if first_life && now == TargetState::Initial {
-                    1
-                } else {
-                    check.healthy_threshold
-                };
+                let needed = if first_life && now == TargetState::Initial { 1 } else { check.healthy_threshold };
                 if now != TargetState::Healthy && passes >= needed {
                     stats.set(TargetState::Healthy, Reason::None);
                     tracing::info!(target_group = %group, target = %address, "target healthy");

@@ -1,33 +1,53 @@
 //! One request through the listener's decision: route, then answer, redirect or forward.
 
+use std::time::Instant;
+
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::proxy::{self, answer, Client, ProxyBody};
+use crate::balance::flow_hash;
+use crate::metrics::{class_index, CodeLabel};
+use crate::proxy::{self, answer, own, Client, ElbAnswer, ProxyBody};
 use crate::routing::{ActionPlan, RequestHead};
+use crate::snapshot::{ListenerPlan, Snapshot};
 use crate::state::State;
 use crate::target_group::{stickiness, PickRequest};
 
-/// Serves one request that arrived on listener `name`.
-pub async fn handle(
-    state: &State,
-    name: &str,
-    client: Client,
-    req: Request<Incoming>,
-) -> Response<ProxyBody> {
+/// Serves one request that arrived on listener `name`, and counts it.
+pub async fn handle(state: &State, name: &str, client: Client, req: Request<Incoming>) -> Response<ProxyBody> {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listener(name) else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "this listener was removed");
     };
+    let (response, group) = decide(state, &snapshot, listener, client, req).await;
+    let status = response.status().as_u16();
+    let own_answer = response.extensions().get::<ElbAnswer>().is_some();
+    let counters = match group {
+        Some(i) => listener.metrics.requests_by_group.get(i).and_then(Option::as_ref),
+        None => Some(&listener.metrics.requests_answered),
+    };
+    if let Some(counters) = counters {
+        counters[class_index(status)].inc();
+    }
+    if own_answer {
+        state.metrics.elb_responses.get_or_create(&CodeLabel { code: status }).inc();
+    }
+    response
+}
+
+/// Routes the request and answers it; returns the target group index when it was forwarded.
+async fn decide(
+    state: &State,
+    snapshot: &Snapshot,
+    listener: &ListenerPlan,
+    client: Client,
+    req: Request<Incoming>,
+) -> (Response<ProxyBody>, Option<usize>) {
     let host_with_port = req
         .uri()
         .authority()
         .map(|a| a.as_str())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
     let head = RequestHead {
         method: req.method().as_str(),
@@ -39,84 +59,62 @@ pub async fn handle(
         protocol: client.protocol,
         port: client.listener_port,
     };
-    match listener.router.route(&head) {
-        ActionPlan::FixedResponse {
-            status,
-            body,
-            content_type,
-        } => {
-            let mut response = Response::new(ProxyBody::full(body.clone()));
-            *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+    let plan = match listener.router.route(&head) {
+        ActionPlan::FixedResponse { status, body, content_type } => {
+            let mut response =
+                own(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK), ProxyBody::full(body.clone()));
             if let Ok(value) = HeaderValue::from_str(content_type) {
                 response.headers_mut().insert(header::CONTENT_TYPE, value);
             }
-            response
+            return (response, None);
         }
         ActionPlan::Redirect(template) => {
-            let location = template.location(&head);
-            let mut response = Response::new(ProxyBody::empty());
-            *response.status_mut() =
-                StatusCode::from_u16(template.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            match HeaderValue::try_from(location) {
-                Ok(value) => {
-                    response.headers_mut().insert(header::LOCATION, value);
+            let status = StatusCode::from_u16(template.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            let response = match HeaderValue::try_from(template.location(&head)) {
+                Ok(location) => {
+                    let mut response = own(status, ProxyBody::empty());
+                    response.headers_mut().insert(header::LOCATION, location);
                     response
                 }
-                Err(_) => answer(
-                    StatusCode::BAD_REQUEST,
-                    "the redirect target is not a valid URL",
-                ),
-            }
+                Err(_) => answer(StatusCode::BAD_REQUEST, "the redirect target is not a valid URL"),
+            };
+            return (response, None);
         }
-        ActionPlan::Forward(plan) => {
-            let Some(group) = plan
-                .pick_group()
-                .and_then(|i| snapshot.target_groups.get(i))
-            else {
-                return answer(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no target group to forward to",
-                );
-            };
-            let stickiness = group.settings.stickiness.as_ref();
-            let sticky = stickiness.and_then(|s| {
-                stickiness::stuck_address(&state.sealer, &group.name, s, req.headers())
-            });
-            let pick = PickRequest {
-                tried: &[],
-                zone: listener.zone.as_deref(),
-                sticky: sticky.as_deref(),
-            };
-            let Some(target) = group.pick(pick) else {
-                let reason = format!(
-                    "target group `{}` has no target to take the request",
-                    group.name
-                );
-                return answer(StatusCode::SERVICE_UNAVAILABLE, &reason);
-            };
-            let mut response = proxy::forward(&state.upstream, group, target, client, req).await;
-            if let Some(s) = stickiness {
-                stickiness::stick(
-                    &state.sealer,
-                    &group.name,
-                    s,
-                    &target.address,
-                    response.headers_mut(),
-                );
+        ActionPlan::Forward(plan) => plan,
+    };
+    let Some((index, group)) = plan.pick_group().and_then(|i| snapshot.target_groups.get(i).map(|g| (i, g))) else {
+        return (answer(StatusCode::SERVICE_UNAVAILABLE, "no target group to forward to"), None);
+    };
+    let stickiness = group.settings.stickiness.as_ref();
+    let sticky = stickiness.and_then(|s| stickiness::stuck_address(&state.sealer, &group.name, s, req.headers()));
+    let listener_addr = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), client.listener_port);
+    let flow = flow_hash(client.peer, listener_addr, 6);
+    let pick = PickRequest { tried: &[], zone: listener.zone.as_deref(), sticky: sticky.as_deref(), flow };
+    let Some(target) = group.pick(pick) else {
+        let reason = format!("target group `{}` has no target to take the request", group.name);
+        return (answer(StatusCode::SERVICE_UNAVAILABLE, &reason), Some(index));
+    };
+    let started = Instant::now();
+    let mut response = proxy::forward(&state.upstream, group, target, client, req).await;
+    if let Some(metrics) = snapshot.group_metrics.get(index) {
+        match response.extensions().get::<ElbAnswer>() {
+            None => metrics.response_seconds.observe(started.elapsed().as_secs_f64()),
+            Some(_) if response.status() == StatusCode::BAD_GATEWAY => {
+                metrics.connection_errors.inc();
             }
-            response
+            Some(_) => {}
         }
     }
+    if let Some(s) = stickiness {
+        stickiness::stick(&state.sealer, &group.name, s, &target.address, response.headers_mut());
+    }
+    (response, Some(index))
 }
 
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
 fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
-        Some(i)
-            if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            &host[..i]
-        }
+        Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,
     }
 }

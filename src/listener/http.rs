@@ -7,11 +7,14 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use super::counted_io::CountedIo;
 use super::dispatch;
+use crate::l4::prefixed::{read_proxy_header, Prefixed};
 use crate::proxy::Client;
 use crate::state::State;
 
@@ -37,30 +40,38 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             let Some(listener) = snapshot.listener(&name) else {
                 return;
             };
+            listener.metrics.new_connections.inc();
+            let _open = ConnectionGauge::open(listener.metrics.active_connections.clone());
             let header_timeout = listener.limits.header_timeout.get();
-            match listener.tls.clone() {
+            let tls = listener.tls.clone();
+            let expect_proxy_header = listener.proxy_protocol;
+            let tcp = CountedIo::new(tcp, listener.metrics.processed_bytes.clone());
+            drop(snapshot);
+            // Behind another balancer, the client is who the PROXY header says; a connection
+            // without a valid header is refused.
+            let (peer, tcp) = if expect_proxy_header {
+                match read_proxy_header(tcp, header_timeout).await {
+                    Ok((header, rest)) => (header.source.unwrap_or(peer), rest),
+                    Err(e) => {
+                        tracing::debug!(listener = %name, client = %peer, error = %e, "refused a connection");
+                        return;
+                    }
+                }
+            } else {
+                (peer, Prefixed::new(Vec::new(), tcp))
+            };
+            match tls {
                 Some(tls) => {
-                    drop(snapshot);
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp))
-                            .await
-                    else {
+                    let accepted = tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp)).await;
+                    let Ok(Ok(stream)) = accepted else {
+                        state.metrics.tls_handshake_errors.inc();
                         return;
                     };
-                    let client = Client {
-                        peer,
-                        protocol: "https",
-                        listener_port: local_port,
-                    };
+                    let client = Client { peer, protocol: "https", listener_port: local_port };
                     serve_connection(stream, state, name, client, header_timeout).await;
                 }
                 None => {
-                    drop(snapshot);
-                    let client = Client {
-                        peer,
-                        protocol: "http",
-                        listener_port: local_port,
-                    };
+                    let client = Client { peer, protocol: "http", listener_port: local_port };
                     serve_connection(tcp, state, name, client, header_timeout).await;
                 }
             }
@@ -68,13 +79,24 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
     }
 }
 
-async fn serve_connection<S>(
-    stream: S,
-    state: Arc<State>,
-    name: Arc<str>,
-    client: Client,
-    header_timeout: Duration,
-) where
+/// Counts one open client connection on a listener until dropped.
+struct ConnectionGauge(Gauge);
+
+impl ConnectionGauge {
+    fn open(gauge: Gauge) -> Self {
+        gauge.inc();
+        ConnectionGauge(gauge)
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn serve_connection<S>(stream: S, state: Arc<State>, name: Arc<str>, client: Client, header_timeout: Duration)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
@@ -83,14 +105,8 @@ async fn serve_connection<S>(
         async move { Ok::<_, Infallible>(dispatch::handle(&state, &name, client, req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .keep_alive(true);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     // Errors here are a client going away or speaking nonsense; the connection just ends.
-    let _ = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await;
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
 }

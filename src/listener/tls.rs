@@ -16,24 +16,15 @@ pub fn provider() -> Arc<CryptoProvider> {
 }
 
 /// Reads a certificate's PEM chain and key; the error says which file and why.
-pub fn load_certified_key(
-    config: &Config,
-    cert: &Certificate,
-) -> Result<Arc<CertifiedKey>, String> {
+pub fn load_certified_key(config: &Config, cert: &Certificate) -> Result<Arc<CertifiedKey>, String> {
     let cert_path = config.resolve(&cert.cert);
     let key_path = config.resolve(&cert.key);
-    let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
-    };
+    let read =
+        |path: &std::path::Path| std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()));
     let chain_pem = read(&cert_path)?;
     let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            format!(
-                "`{}` is not a PEM certificate chain: {e}",
-                cert_path.display()
-            )
-        })?;
+        .map_err(|e| format!("`{}` is not a PEM certificate chain: {e}", cert_path.display()))?;
     if chain.is_empty() {
         return Err(format!("`{}` holds no certificate", cert_path.display()));
     }
@@ -41,12 +32,8 @@ pub fn load_certified_key(
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("`{}` is not a PEM private key: {e}", key_path.display()))?
         .ok_or_else(|| format!("`{}` holds no private key", key_path.display()))?;
-    let certified = CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
-        format!(
-            "the key in `{}` does not fit the certificate: {e}",
-            key_path.display()
-        )
-    })?;
+    let certified = CertifiedKey::from_der(chain, key, &provider())
+        .map_err(|e| format!("the key in `{}` does not fit the certificate: {e}", key_path.display()))?;
     Ok(Arc::new(certified))
 }
 

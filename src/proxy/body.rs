@@ -15,10 +15,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// ends), or a short body ballast wrote itself.
 #[derive(Debug)]
 pub enum ProxyBody {
-    Upstream {
-        body: Incoming,
-        outstanding: Option<OutstandingGuard>,
-    },
+    Upstream { body: Incoming, outstanding: Option<OutstandingGuard> },
     Full(Option<Bytes>),
 }
 
@@ -38,27 +35,16 @@ impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Upstream { body, outstanding } => {
                 // The target's draining ended while this body streamed: cut it.
-                if outstanding
-                    .as_ref()
-                    .is_some_and(|o| o.stats().closing().is_cancelled())
-                {
+                if outstanding.as_ref().is_some_and(|o| o.stats().closing().is_cancelled()) {
                     return Poll::Ready(Some(Err("the target was deregistered".into())));
                 }
                 Pin::new(body).poll_frame(cx).map_err(Into::into)
             }
-            ProxyBody::Full(bytes) => Poll::Ready(
-                bytes
-                    .take()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| Ok(Frame::data(b))),
-            ),
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -72,9 +58,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
-            ProxyBody::Full(bytes) => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
-            }
+            ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
 }

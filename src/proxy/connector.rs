@@ -33,18 +33,21 @@ pub struct Connector {
 impl Connector {
     /// A connector offering `alpn` over TLS; counts connections in `registry`.
     pub fn new(alpn: &[&[u8]], registry: Arc<TargetRegistry>) -> Self {
-        let mut config = ClientConfig::builder_with_provider(crate::listener::tls::provider())
-            .with_safe_default_protocol_versions()
-            .expect("the aws-lc-rs provider supports the default TLS versions")
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate))
-            .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Connector {
-            tls: TlsConnector::from(Arc::new(config)),
-            registry,
-        }
+        Connector { tls: target_tls(alpn), registry }
     }
+}
+
+/// A TLS client for targets, offering `alpn`; target certificates are not verified (see
+/// `AnyTargetCertificate`).
+pub fn target_tls(alpn: &[&[u8]]) -> TlsConnector {
+    let mut config = ClientConfig::builder_with_provider(crate::listener::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("the aws-lc-rs provider supports the default TLS versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyTargetCertificate))
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -73,10 +76,7 @@ impl tower_service::Service<Uri> for Connector {
             counter.fetch_add(1, Ordering::Relaxed);
             let guard = ConnectionGuard(counter);
             let io = if uri.scheme_str() == Some("https") {
-                let host = uri
-                    .host()
-                    .unwrap_or_default()
-                    .trim_matches(|c| c == '[' || c == ']');
+                let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']');
                 let name = ServerName::try_from(host.to_string())
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
                 Io::Tls(Box::new(tls.connect(name, tcp).await?))
@@ -112,20 +112,14 @@ impl Connection for TargetStream {
     fn connected(&self) -> Connected {
         match &self.io {
             Io::Plain(_) => Connected::new(),
-            Io::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
-                Connected::new().negotiated_h2()
-            }
+            Io::Tls(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => Connected::new().negotiated_h2(),
             Io::Tls(_) => Connected::new(),
         }
     }
 }
 
 impl AsyncRead for TargetStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -134,11 +128,7 @@ impl AsyncRead for TargetStream {
 }
 
 impl AsyncWrite for TargetStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().io {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -212,8 +202,6 @@ impl ServerCertVerifier for AnyTargetCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        crate::listener::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        crate::listener::tls::provider().signature_verification_algorithms.supported_schemes()
     }
 }

@@ -31,37 +31,24 @@ pub async fn forward(
     client: Client,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
-    let websocket =
-        req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
+    let websocket = req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 
     let (mut parts, body) = req.into_parts();
     // An HTTP/2 client names the host in the URI; HTTP/1.1 targets need it in Host.
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
+        if let Some(value) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             parts.headers.insert(header::HOST, value);
         }
     }
     headers::remove_hop_by_hop(&mut parts.headers, websocket);
-    headers::add_forwarded(
-        &mut parts.headers,
-        client.peer.ip(),
-        client.protocol,
-        client.listener_port,
-    );
+    headers::add_forwarded(&mut parts.headers, client.peer.ip(), client.protocol, client.listener_port);
     let scheme = match group.settings.protocol {
         TargetProtocol::Https => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
     let Ok(uri) = target_uri(scheme, &target.authority, parts.uri.path_and_query()) else {
-        return answer(
-            StatusCode::BAD_GATEWAY,
-            "the target address is not a valid authority",
-        );
+        return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
     parts.uri = uri;
     parts.version = match group.settings.protocol_version {
@@ -71,48 +58,30 @@ pub async fn forward(
     let outstanding = target.stats.start_request();
     let pool = upstream.pool(group.settings.protocol_version);
     let timeout = group.settings.target_timeout;
-    let mut response = match tokio::time::timeout(
-        timeout.get(),
-        pool.request(Request::from_parts(parts, body)),
-    )
-    .await
-    {
+    let mut response = match tokio::time::timeout(timeout.get(), pool.request(Request::from_parts(parts, body))).await {
         Err(_) => {
-            let reason = format!(
-                "target {} did not answer within target_timeout ({timeout})",
-                target.address
-            );
+            let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
             return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
         }
         Ok(Err(e)) if e.is_connect() => {
             // A passive check: the target is down now, not at its next active check.
-            target
-                .stats
-                .set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!("cannot connect to target {}", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
         Ok(Err(_)) => {
-            target
-                .stats
-                .set(TargetState::Unhealthy, Reason::ConnectionFailed);
-            let reason = format!(
-                "target {} closed the connection or sent a broken response",
-                target.address
-            );
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            let reason = format!("target {} closed the connection or sent a broken response", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
         Ok(Ok(response)) => response,
     };
 
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-        (client_upgrade, response.status())
-    {
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
         let target_upgrade = hyper::upgrade::on(&mut response);
         tokio::spawn(async move {
             if let (Ok(client_io), Ok(target_io)) = tokio::join!(client_upgrade, target_upgrade) {
-                let (mut client_io, mut target_io) =
-                    (TokioIo::new(client_io), TokioIo::new(target_io));
+                let (mut client_io, mut target_io) = (TokioIo::new(client_io), TokioIo::new(target_io));
                 // Either side closing ends the tunnel, and so does the end of the target's
                 // draining; errors here are the peers' business.
                 let closing = outstanding.stats().closing().clone();
@@ -128,24 +97,11 @@ pub async fn forward(
     }
 
     headers::remove_hop_by_hop(response.headers_mut(), false);
-    response.map(|body| ProxyBody::Upstream {
-        body,
-        outstanding: Some(outstanding),
-    })
+    response.map(|body| ProxyBody::Upstream { body, outstanding: Some(outstanding) })
 }
 
-fn target_uri(
-    scheme: Scheme,
-    authority: &str,
-    path: Option<&PathAndQuery>,
-) -> Result<Uri, http::Error> {
+fn target_uri(scheme: Scheme, authority: &str, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
     let authority: Authority = authority.parse()?;
-    let path = path
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme(scheme)
-        .authority(authority)
-        .path_and_query(path)
-        .build()
+    let path = path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build()
 }

@@ -40,34 +40,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Adds the client's address to X-Forwarded-For (after any value it sent) and sets
 /// X-Forwarded-Proto and X-Forwarded-Port to what the client spoke to the listener.
-pub fn add_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: IpAddr,
-    protocol: &'static str,
-    port: u16,
-) {
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, protocol: &'static str, port: u16) {
     let xff = HeaderName::from_static("x-forwarded-for");
-    let earlier: Vec<&str> = headers
-        .get_all(&xff)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    let value = if earlier.is_empty() {
-        client_ip.to_string()
-    } else {
-        format!("{}, {client_ip}", earlier.join(", "))
-    };
+    let earlier: Vec<&str> = headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect();
+    let value = if earlier.is_empty() { client_ip.to_string() } else { format!("{}, {client_ip}", earlier.join(", ")) };
     if let Ok(value) = HeaderValue::try_from(value) {
         headers.insert(xff, value);
     }
-    headers.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(protocol),
-    );
-    headers.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(port),
-    );
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(protocol));
+    headers.insert(HeaderName::from_static("x-forwarded-port"), HeaderValue::from(port));
 }
 
 /// Whether a request asks to become a WebSocket.

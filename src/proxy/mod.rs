@@ -8,7 +8,7 @@ mod forward;
 mod headers;
 mod upstream;
 
-pub use answer::answer;
+pub use answer::{answer, own, ElbAnswer};
 pub use body::ProxyBody;
 pub use forward::{forward, Client};
 pub use upstream::Upstream;

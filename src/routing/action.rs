@@ -9,11 +9,7 @@ use super::redirect::RedirectTemplate;
 pub enum ActionPlan {
     Forward(ForwardPlan),
     Redirect(RedirectTemplate),
-    FixedResponse {
-        status: u16,
-        body: String,
-        content_type: String,
-    },
+    FixedResponse { status: u16, body: String, content_type: String },
 }
 
 /// A forward to one target group or several by weight; groups are indices into the snapshot.
@@ -44,10 +40,7 @@ impl ForwardPlan {
     /// A forward over `(group index, weight)` pairs.
     pub fn new(groups: &[(usize, u32)]) -> Self {
         let weights: Vec<u32> = groups.iter().map(|g| g.1).collect();
-        ForwardPlan {
-            groups: groups.iter().map(|g| g.0).collect(),
-            weights: WeightedRoundRobin::new(&weights),
-        }
+        ForwardPlan { groups: groups.iter().map(|g| g.0).collect(), weights: WeightedRoundRobin::new(&weights) }
     }
 
     /// The target group for the next request, spread by weight.
@@ -55,8 +48,6 @@ impl ForwardPlan {
         if self.groups.len() == 1 {
             return self.groups.first().copied();
         }
-        self.weights
-            .pick(&AllEligible(self.groups.len()))
-            .map(|i| self.groups[i])
+        self.weights.pick(&AllEligible(self.groups.len())).map(|i| self.groups[i])
     }
 }

@@ -27,8 +27,7 @@ pub enum Condition {
 impl Condition {
     /// Compiles a rule's `conditions` table; the config was validated, so bad values are skipped.
     pub fn compile(c: &Conditions) -> Vec<Condition> {
-        let globs =
-            |vs: &[String], ci: bool| vs.iter().map(|v| Glob::new(v, ci)).collect::<Vec<_>>();
+        let globs = |vs: &[String], ci: bool| vs.iter().map(|v| Glob::new(v, ci)).collect::<Vec<_>>();
         let mut out = Vec::new();
         if !c.host.is_empty() {
             out.push(Condition::Host(globs(&c.host, true)));
@@ -40,11 +39,7 @@ impl Condition {
             let pairs = c
                 .query
                 .iter()
-                .flat_map(|(k, vs)| {
-                    vs.values()
-                        .into_iter()
-                        .map(move |v| (Glob::new(k, true), Glob::new(&v, true)))
-                })
+                .flat_map(|(k, vs)| vs.values().into_iter().map(move |v| (Glob::new(k, true), Glob::new(&v, true))))
                 .collect();
             out.push(Condition::Query(pairs));
         }
@@ -57,9 +52,7 @@ impl Condition {
             out.push(Condition::Method(c.method.clone()));
         }
         if !c.source_ip.is_empty() {
-            out.push(Condition::SourceIp(
-                c.source_ip.iter().filter_map(|s| s.parse().ok()).collect(),
-            ));
+            out.push(Condition::SourceIp(c.source_ip.iter().filter_map(|s| s.parse().ok()).collect()));
         }
         out
     }
@@ -69,9 +62,9 @@ impl Condition {
         match self {
             Condition::Host(globs) => globs.iter().any(|g| g.matches(head.host)),
             Condition::Path(globs) => globs.iter().any(|g| g.matches(head.path)),
-            Condition::Query(pairs) => head
-                .query_pairs()
-                .any(|(k, v)| pairs.iter().any(|(kg, vg)| kg.matches(k) && vg.matches(v))),
+            Condition::Query(pairs) => {
+                head.query_pairs().any(|(k, v)| pairs.iter().any(|(kg, vg)| kg.matches(k) && vg.matches(v)))
+            }
             Condition::Header(name, globs) => head
                 .headers
                 .get_all(name)

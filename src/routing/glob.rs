@@ -10,15 +10,9 @@ pub struct Glob {
 impl Glob {
     /// A pattern; `case_insensitive` for host names, header and query values.
     pub fn new(pattern: &str, case_insensitive: bool) -> Self {
-        let pattern = if case_insensitive {
-            pattern.to_ascii_lowercase().into_bytes()
-        } else {
-            pattern.as_bytes().to_vec()
-        };
-        Glob {
-            pattern,
-            case_insensitive,
-        }
+        let pattern =
+            if case_insensitive { pattern.to_ascii_lowercase().into_bytes() } else { pattern.as_bytes().to_vec() };
+        Glob { pattern, case_insensitive }
     }
 
     /// Whether `text` matches the whole pattern.

@@ -84,10 +84,7 @@ mod tests {
     fn http_to_https_keeps_host_path_and_query() {
         let h = HeaderMap::new();
         let t = template("https", "443");
-        assert_eq!(
-            t.location(&head(&h, "http", 80)),
-            "https://shop.example/cart/items?a=1&b=2"
-        );
+        assert_eq!(t.location(&head(&h, "http", 80)), "https://shop.example/cart/items?a=1&b=2");
     }
 
     #[test]
@@ -106,9 +103,6 @@ mod tests {
         t.host = "www.#{host}".into();
         t.path = "/new/#{path}".into();
         t.query = "".into();
-        assert_eq!(
-            t.location(&head(&h, "http", 80)),
-            "https://www.shop.example:8443/new/cart/items"
-        );
+        assert_eq!(t.location(&head(&h, "http", 80)), "https://www.shop.example:8443/new/cart/items");
     }
 }

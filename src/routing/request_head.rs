@@ -24,9 +24,6 @@ pub struct RequestHead<'a> {
 impl<'a> RequestHead<'a> {
     /// The query's `key=value` pairs, in order, undecoded.
     pub fn query_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| p.split_once('=').unwrap_or((p, "")))
+        self.query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
     }
 }

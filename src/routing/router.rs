@@ -13,15 +13,14 @@ pub struct Router {
 
 impl Router {
     /// A router over `(priority, conditions, action)` rules, in any order.
-    pub fn new(
-        mut rules: Vec<(u32, Vec<Condition>, ActionPlan)>,
-        default_action: ActionPlan,
-    ) -> Self {
+    pub fn new(mut rules: Vec<(u32, Vec<Condition>, ActionPlan)>, default_action: ActionPlan) -> Self {
         rules.sort_by_key(|r| r.0);
-        Router {
-            rules,
-            default_action,
-        }
+        Router { rules, default_action }
+    }
+
+    /// The listener's default action: all an L4 listener has.
+    pub fn default_action(&self) -> &ActionPlan {
+        &self.default_action
     }
 
     /// The action of the first rule (by priority) whose conditions all match, else the default.
@@ -40,11 +39,7 @@ mod tests {
     use http::HeaderMap;
 
     fn fixed(status: u16) -> ActionPlan {
-        ActionPlan::FixedResponse {
-            status,
-            body: String::new(),
-            content_type: "text/plain".into(),
-        }
+        ActionPlan::FixedResponse { status, body: String::new(), content_type: "text/plain".into() }
     }
 
     fn status(plan: &ActionPlan) -> u16 {
@@ -62,40 +57,20 @@ mod tests {
         query: &'a str,
         ip: &str,
     ) -> RequestHead<'a> {
-        RequestHead {
-            method,
-            host,
-            path,
-            query,
-            headers,
-            source_ip: ip.parse().unwrap(),
-            protocol: "http",
-            port: 80,
-        }
+        RequestHead { method, host, path, query, headers, source_ip: ip.parse().unwrap(), protocol: "http", port: 80 }
     }
 
     fn router() -> Router {
-        let by_path = Conditions {
-            path: vec!["/api/*".into()],
-            ..Default::default()
-        };
+        let by_path = Conditions { path: vec!["/api/*".into()], ..Default::default() };
         let by_host_and_method = Conditions {
             host: vec!["admin.*".into()],
             method: vec!["POST".into(), "PUT".into()],
             ..Default::default()
         };
         let mut by_query = Conditions::default();
-        by_query.query.insert(
-            "platform".into(),
-            OneOrMany::Many(vec!["mobile".into(), "tablet".into()]),
-        );
-        let mut by_header_and_ip = Conditions {
-            source_ip: vec!["10.0.0.0/8".into()],
-            ..Default::default()
-        };
-        by_header_and_ip
-            .header
-            .insert("X-Canary".into(), OneOrMany::One("yes".into()));
+        by_query.query.insert("platform".into(), OneOrMany::Many(vec!["mobile".into(), "tablet".into()]));
+        let mut by_header_and_ip = Conditions { source_ip: vec!["10.0.0.0/8".into()], ..Default::default() };
+        by_header_and_ip.header.insert("X-Canary".into(), OneOrMany::One("yes".into()));
         Router::new(
             vec![
                 (40, Condition::compile(&by_header_and_ip), fixed(204)),
@@ -112,59 +87,21 @@ mod tests {
         let r = router();
         let h = HeaderMap::new();
         // Matches both the path rule (10) and the query rule (30): priority 10 wins.
-        assert_eq!(
-            status(r.route(&head(
-                &h,
-                "GET",
-                "x",
-                "/api/v1",
-                "platform=Mobile",
-                "1.2.3.4"
-            ))),
-            201
-        );
-        assert_eq!(
-            status(r.route(&head(&h, "GET", "x", "/shop", "platform=Tablet", "1.2.3.4"))),
-            203
-        );
-        assert_eq!(
-            status(r.route(&head(
-                &h,
-                "GET",
-                "x",
-                "/shop",
-                "platform=desktop",
-                "1.2.3.4"
-            ))),
-            404
-        );
+        assert_eq!(status(r.route(&head(&h, "GET", "x", "/api/v1", "platform=Mobile", "1.2.3.4"))), 201);
+        assert_eq!(status(r.route(&head(&h, "GET", "x", "/shop", "platform=Tablet", "1.2.3.4"))), 203);
+        assert_eq!(status(r.route(&head(&h, "GET", "x", "/shop", "platform=desktop", "1.2.3.4"))), 404);
     }
 
     #[test]
     fn conditions_and_together_values_or() {
         let r = router();
         let h = HeaderMap::new();
-        assert_eq!(
-            status(r.route(&head(&h, "PUT", "Admin.example", "/", "", "1.2.3.4"))),
-            202
-        );
-        assert_eq!(
-            status(r.route(&head(&h, "GET", "admin.example", "/", "", "1.2.3.4"))),
-            404
-        );
+        assert_eq!(status(r.route(&head(&h, "PUT", "Admin.example", "/", "", "1.2.3.4"))), 202);
+        assert_eq!(status(r.route(&head(&h, "GET", "admin.example", "/", "", "1.2.3.4"))), 404);
         let mut canary = HeaderMap::new();
         canary.insert("x-canary", "YES".parse().unwrap());
-        assert_eq!(
-            status(r.route(&head(&canary, "GET", "x", "/", "", "10.9.8.7"))),
-            204
-        );
-        assert_eq!(
-            status(r.route(&head(&canary, "GET", "x", "/", "", "11.0.0.1"))),
-            404
-        );
-        assert_eq!(
-            status(r.route(&head(&h, "GET", "x", "/", "", "10.9.8.7"))),
-            404
-        );
+        assert_eq!(status(r.route(&head(&canary, "GET", "x", "/", "", "10.9.8.7"))), 204);
+        assert_eq!(status(r.route(&head(&canary, "GET", "x", "/", "", "11.0.0.1"))), 404);
+        assert_eq!(status(r.route(&head(&h, "GET", "x", "/", "", "10.9.8.7"))), 404);
     }
 }

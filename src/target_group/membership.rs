@@ -36,10 +36,7 @@ pub enum MembershipError {
 impl Membership {
     /// Membership as the file says.
     pub fn new(file: Config) -> Self {
-        Membership {
-            file,
-            ..Default::default()
-        }
+        Membership { file, ..Default::default() }
     }
 
     /// The config the snapshot is built from: the file with every group's current targets.
@@ -47,12 +44,8 @@ impl Membership {
         let mut config = self.file.clone();
         for group in &mut config.target_groups {
             let name = group.name.clone();
-            group
-                .targets
-                .retain(|t| !self.removed.contains(&(name.clone(), t.address.clone())));
-            group
-                .targets
-                .extend(self.added.get(&name).into_iter().flatten().cloned());
+            group.targets.retain(|t| !self.removed.contains(&(name.clone(), t.address.clone())));
+            group.targets.extend(self.added.get(&name).into_iter().flatten().cloned());
             for t in &mut group.targets {
                 if let Some(w) = self.weights.get(&(name.clone(), t.address.clone())) {
                     t.weight = *w;
@@ -74,11 +67,7 @@ impl Membership {
         };
         g.targets
             .iter()
-            .filter(|t| {
-                !self
-                    .removed
-                    .contains(&(group.to_string(), t.address.clone()))
-            })
+            .filter(|t| !self.removed.contains(&(group.to_string(), t.address.clone())))
             .chain(self.added.get(group).into_iter().flatten())
             .cloned()
             .collect()
@@ -86,21 +75,12 @@ impl Membership {
 
     /// Registers a target; it starts `initial`.
     pub fn register(&mut self, group: &str, target: config::Target) -> Result<(), MembershipError> {
-        let g = self
-            .file
-            .target_group(group)
-            .ok_or_else(|| MembershipError::NoGroup(group.into()))?;
+        let g = self.file.target_group(group).ok_or_else(|| MembershipError::NoGroup(group.into()))?;
         target.host_port(g.port).map_err(MembershipError::Invalid)?;
         if target.weight > 999 {
-            return Err(MembershipError::Invalid(
-                "weight must be between 0 and 999".into(),
-            ));
+            return Err(MembershipError::Invalid("weight must be between 0 and 999".into()));
         }
-        if self
-            .members(group)
-            .iter()
-            .any(|t| t.address == target.address)
-        {
+        if self.members(group).iter().any(|t| t.address == target.address) {
             return Err(MembershipError::AlreadyRegistered(target.address));
         }
         let key = (group.to_string(), target.address.clone());
@@ -109,10 +89,7 @@ impl Membership {
             // A file target coming back: the file's entry serves again, with the new settings.
             self.weights.insert(key, target.weight);
         } else {
-            self.added
-                .entry(group.to_string())
-                .or_default()
-                .push(target);
+            self.added.entry(group.to_string()).or_default().push(target);
         }
         Ok(())
     }
@@ -131,11 +108,7 @@ impl Membership {
         if let Some(list) = self.added.get_mut(group) {
             list.retain(|t| t.address != address);
         }
-        if self
-            .file
-            .target_group(group)
-            .is_some_and(|g| g.targets.iter().any(|t| t.address == address))
-        {
+        if self.file.target_group(group).is_some_and(|g| g.targets.iter().any(|t| t.address == address)) {
             self.removed.insert(key.clone());
         }
         self.weights.remove(&key);
@@ -144,33 +117,23 @@ impl Membership {
     }
 
     /// Changes a member's weight.
-    pub fn set_weight(
-        &mut self,
-        group: &str,
-        address: &str,
-        weight: u32,
-    ) -> Result<(), MembershipError> {
+    pub fn set_weight(&mut self, group: &str, address: &str, weight: u32) -> Result<(), MembershipError> {
         if self.file.target_group(group).is_none() {
             return Err(MembershipError::NoGroup(group.into()));
         }
         if weight > 999 {
-            return Err(MembershipError::Invalid(
-                "weight must be between 0 and 999".into(),
-            ));
+            return Err(MembershipError::Invalid("weight must be between 0 and 999".into()));
         }
         if !self.members(group).iter().any(|t| t.address == address) {
             return Err(MembershipError::NoTarget(address.into()));
         }
-        self.weights
-            .insert((group.to_string(), address.to_string()), weight);
+        self.weights.insert((group.to_string(), address.to_string()), weight);
         Ok(())
     }
 
     /// Ends a drain: the target leaves the group.
     pub fn finish_draining(&mut self, group: &str, address: &str) -> bool {
-        self.draining
-            .remove(&(group.to_string(), address.to_string()))
-            .is_some()
+        self.draining.remove(&(group.to_string(), address.to_string())).is_some()
     }
 
     /// Takes a new file; targets that were members and no longer are start draining, and the
@@ -180,32 +143,19 @@ impl Membership {
             .file
             .target_groups
             .iter()
-            .flat_map(|g| {
-                self.members(&g.name)
-                    .into_iter()
-                    .map(move |t| (g.name.clone(), t))
-            })
+            .flat_map(|g| self.members(&g.name).into_iter().map(move |t| (g.name.clone(), t)))
             .collect();
         self.file = file;
         self.removed.clear();
         self.weights.clear();
-        let names: HashSet<String> = self
-            .file
-            .target_groups
-            .iter()
-            .map(|g| g.name.clone())
-            .collect();
+        let names: HashSet<String> = self.file.target_groups.iter().map(|g| g.name.clone()).collect();
         self.added.retain(|g, _| names.contains(g));
         let mut leaving = Vec::new();
         for (group, target) in before {
-            let still = self
-                .members(&group)
-                .iter()
-                .any(|t| t.address == target.address);
+            let still = self.members(&group).iter().any(|t| t.address == target.address);
             if !still && names.contains(&group) {
                 leaving.push((group.clone(), target.address.clone()));
-                self.draining
-                    .insert((group, target.address.clone()), target);
+                self.draining.insert((group, target.address.clone()), target);
             }
         }
         self.draining.retain(|(g, _), _| names.contains(g));
@@ -218,33 +168,19 @@ mod tests {
     use super::*;
 
     fn file(targets: &[&str]) -> Config {
-        let list: Vec<String> = targets
-            .iter()
-            .map(|a| format!("{{ address = \"{a}\" }}"))
-            .collect();
-        let text = format!(
-            "[[target_groups]]\nname = \"g\"\ntargets = [{}]\n",
-            list.join(", ")
-        );
+        let list: Vec<String> = targets.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+        let text = format!("[[target_groups]]\nname = \"g\"\ntargets = [{}]\n", list.join(", "));
         config::parse("t.toml", &text, Default::default()).expect("valid")
     }
 
     fn addresses(m: &Membership) -> Vec<String> {
-        let mut v: Vec<String> = m.effective().target_groups[0]
-            .targets
-            .iter()
-            .map(|t| t.address.clone())
-            .collect();
+        let mut v: Vec<String> = m.effective().target_groups[0].targets.iter().map(|t| t.address.clone()).collect();
         v.sort();
         v
     }
 
     fn target(address: &str) -> config::Target {
-        config::Target {
-            address: address.into(),
-            weight: 1,
-            zone: None,
-        }
+        config::Target { address: address.into(), weight: 1, zone: None }
     }
 
     #[test]
@@ -261,18 +197,9 @@ mod tests {
         assert_eq!(addresses(&m), ["10.0.0.1:80", "10.0.0.2:80"]);
         assert!(m.finish_draining("g", "10.0.0.1:80"));
         assert_eq!(addresses(&m), ["10.0.0.2:80"]);
-        assert_eq!(
-            m.deregister("g", "10.0.0.9:80"),
-            Err(MembershipError::NoTarget("10.0.0.9:80".into()))
-        );
-        assert_eq!(
-            m.register("x", target("10.0.0.2:80")),
-            Err(MembershipError::NoGroup("x".into()))
-        );
-        assert!(matches!(
-            m.register("g", target("nonsense")),
-            Err(MembershipError::Invalid(_))
-        ));
+        assert_eq!(m.deregister("g", "10.0.0.9:80"), Err(MembershipError::NoTarget("10.0.0.9:80".into())));
+        assert_eq!(m.register("x", target("10.0.0.2:80")), Err(MembershipError::NoGroup("x".into())));
+        assert!(matches!(m.register("g", target("nonsense")), Err(MembershipError::Invalid(_))));
     }
 
     #[test]
@@ -283,11 +210,7 @@ mod tests {
         let leaving = m.reload(file(&["10.0.0.1:80"]));
         assert_eq!(leaving, vec![("g".to_string(), "10.0.0.3:80".to_string())]);
         assert_eq!(addresses(&m), ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]);
-        assert_eq!(
-            m.effective().target_groups[0].targets[0].weight,
-            1,
-            "the file's weight again"
-        );
+        assert_eq!(m.effective().target_groups[0].targets[0].weight, 1, "the file's weight again");
         m.finish_draining("g", "10.0.0.3:80");
         assert_eq!(addresses(&m), ["10.0.0.1:80", "10.0.0.2:80"]);
     }

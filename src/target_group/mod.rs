@@ -31,6 +31,8 @@ pub struct PickRequest<'a> {
     pub zone: Option<&'a str>,
     /// The address a stickiness cookie names.
     pub sticky: Option<&'a str>,
+    /// The hash of the flow's addresses and ports, for `flow_hash`.
+    pub flow: u64,
 }
 
 /// Which targets a pick may use.
@@ -47,6 +49,7 @@ struct Eligible<'a> {
     slow_start: Option<std::time::Duration>,
     /// No target is healthy: use any that is not draining.
     fail_open: bool,
+    flow: u64,
 }
 
 impl TargetView for Eligible<'_> {
@@ -56,11 +59,7 @@ impl TargetView for Eligible<'_> {
     fn eligible(&self, i: usize) -> bool {
         let target = &self.targets[i];
         let state = target.stats.state();
-        let usable = if self.fail_open {
-            state != TargetState::Draining
-        } else {
-            state.takes_traffic()
-        };
+        let usable = if self.fail_open { state != TargetState::Draining } else { state.takes_traffic() };
         if !usable || self.tried.contains(&i) {
             return false;
         }
@@ -85,20 +84,21 @@ impl TargetView for Eligible<'_> {
     fn outstanding(&self, i: usize) -> u64 {
         self.targets[i].stats.outstanding()
     }
+    fn flow_hash(&self) -> u64 {
+        self.flow
+    }
 }
 
 impl TargetGroup {
     /// Builds the running group from its config; live counters come from `registry` by name.
     pub fn new(settings: &config::TargetGroup, registry: &TargetRegistry) -> Self {
-        let targets: Vec<Target> = settings
-            .targets
-            .iter()
-            .filter_map(|t| Target::new(&settings.name, t, settings.port, registry))
-            .collect();
+        let targets: Vec<Target> =
+            settings.targets.iter().filter_map(|t| Target::new(&settings.name, t, settings.port, registry)).collect();
         let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        let names: Vec<&str> = targets.iter().map(|t| t.address.as_str()).collect();
         TargetGroup {
             name: settings.name.clone(),
-            balancer: balance::build(settings.algorithm, &weights),
+            balancer: balance::build(settings.algorithm, &names, &weights),
             settings: settings.clone(),
             targets,
         }
@@ -113,11 +113,7 @@ impl TargetGroup {
         if let Some(address) = request.sticky {
             let stuck = self.targets.iter().enumerate().find(|(i, t)| {
                 let state = t.stats.state();
-                let usable = if any_healthy {
-                    state.takes_traffic()
-                } else {
-                    state != TargetState::Draining
-                };
+                let usable = if any_healthy { state.takes_traffic() } else { state != TargetState::Draining };
                 t.address == address && usable && !request.tried.contains(i)
             });
             if let Some((_, target)) = stuck {
@@ -126,27 +122,16 @@ impl TargetGroup {
         }
         let base = Eligible {
             targets: &self.targets,
-            connection_per_request: self.settings.protocol_version
-                == config::ProtocolVersion::Http1,
+            connection_per_request: self.settings.protocol_version == config::ProtocolVersion::Http1,
             tried: request.tried,
             zone: None,
             slow_start: None,
             fail_open: !any_healthy,
+            flow: request.flow,
         };
-        let slow_start =
-            (!self.settings.slow_start.is_zero()).then(|| self.settings.slow_start.get());
-        let zoned = if self.settings.cross_zone {
-            None
-        } else {
-            request.zone
-        };
-        let attempt = |zone, slow_start| {
-            self.balancer.pick(&Eligible {
-                zone,
-                slow_start,
-                ..base
-            })
-        };
+        let slow_start = (!self.settings.slow_start.is_zero()).then(|| self.settings.slow_start.get());
+        let zoned = if self.settings.cross_zone { None } else { request.zone };
+        let attempt = |zone, slow_start| self.balancer.pick(&Eligible { zone, slow_start, ..base });
         // Most specific first; each step gives up a preference only when it finds nobody.
         let index = zoned
             .and_then(|zone| attempt(Some(zone), slow_start).or_else(|| attempt(Some(zone), None)))

@@ -17,10 +17,7 @@ impl TargetRegistry {
     /// The counters of target `address` in group `group`, created on first use.
     pub fn stats(&self, group: &str, address: &str) -> Arc<TargetStats> {
         let mut map = self.stats.lock().unwrap_or_else(|p| p.into_inner());
-        Arc::clone(
-            map.entry((group.to_string(), address.to_string()))
-                .or_default(),
-        )
+        Arc::clone(map.entry((group.to_string(), address.to_string())).or_default())
     }
 
     /// The open-connection counter of `authority` (`host:port`), shared by every group.

@@ -12,9 +12,7 @@ use super::sticky_cookie::CookieSealer;
 use crate::config::Stickiness;
 
 fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// The name of ballast's own cookie for `group`.
@@ -52,13 +50,7 @@ pub fn stuck_address(
 }
 
 /// Adds ballast's stickiness cookie to a response from `target`, when the kind asks for one.
-pub fn stick(
-    sealer: &CookieSealer,
-    group: &str,
-    stickiness: &Stickiness,
-    target: &str,
-    response: &mut HeaderMap,
-) {
+pub fn stick(sealer: &CookieSealer, group: &str, stickiness: &Stickiness, target: &str, response: &mut HeaderMap) {
     let duration = match stickiness {
         Stickiness::LbCookie { duration } => duration,
         Stickiness::AppCookie { cookie, duration } => {
@@ -76,10 +68,7 @@ pub fn stick(
     };
     let seconds = duration.get().as_secs();
     let value = sealer.seal(group, target, now_unix() + seconds);
-    let cookie = format!(
-        "{}={value}; Max-Age={seconds}; Path=/; HttpOnly",
-        cookie_name(group, stickiness)
-    );
+    let cookie = format!("{}={value}; Max-Age={seconds}; Path=/; HttpOnly", cookie_name(group, stickiness));
     if let Ok(header) = HeaderValue::try_from(cookie) {
         response.append(SET_COOKIE, header);
     }
@@ -91,9 +80,7 @@ mod tests {
     use crate::config::Duration;
 
     fn lb() -> Stickiness {
-        Stickiness::LbCookie {
-            duration: Duration::secs(60),
-        }
+        Stickiness::LbCookie { duration: Duration::secs(60) }
     }
 
     #[test]
@@ -105,48 +92,25 @@ mod tests {
         let pair = set.split(';').next().unwrap();
         let mut request = HeaderMap::new();
         request.insert(COOKIE, format!("other=1; {pair}").parse().unwrap());
-        assert_eq!(
-            stuck_address(&sealer, "web", &lb(), &request).as_deref(),
-            Some("10.0.0.1:80")
-        );
-        assert_eq!(
-            stuck_address(&sealer, "api", &lb(), &request),
-            None,
-            "another group's cookie name"
-        );
+        assert_eq!(stuck_address(&sealer, "web", &lb(), &request).as_deref(), Some("10.0.0.1:80"));
+        assert_eq!(stuck_address(&sealer, "api", &lb(), &request), None, "another group's cookie name");
     }
 
     #[test]
     fn app_cookie_needs_the_application_cookie_too() {
         let sealer = CookieSealer::from_secret(b"test");
-        let app = Stickiness::AppCookie {
-            cookie: "SESSIONID".into(),
-            duration: Duration::secs(60),
-        };
+        let app = Stickiness::AppCookie { cookie: "SESSIONID".into(), duration: Duration::secs(60) };
         let mut response = HeaderMap::new();
         stick(&sealer, "web", &app, "10.0.0.1:80", &mut response);
-        assert!(
-            response.get(SET_COOKIE).is_none(),
-            "no app cookie, no ballast cookie"
-        );
+        assert!(response.get(SET_COOKIE).is_none(), "no app cookie, no ballast cookie");
         response.insert(SET_COOKIE, "SESSIONID=abc; Path=/".parse().unwrap());
         stick(&sealer, "web", &app, "10.0.0.1:80", &mut response);
-        let ours = response
-            .get_all(SET_COOKIE)
-            .iter()
-            .nth(1)
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let ours = response.get_all(SET_COOKIE).iter().nth(1).unwrap().to_str().unwrap().to_string();
         let pair = ours.split(';').next().unwrap().to_string();
         let mut request = HeaderMap::new();
         request.insert(COOKIE, pair.parse().unwrap());
         assert_eq!(stuck_address(&sealer, "web", &app, &request), None);
         request.insert(COOKIE, format!("SESSIONID=abc; {pair}").parse().unwrap());
-        assert_eq!(
-            stuck_address(&sealer, "web", &app, &request).as_deref(),
-            Some("10.0.0.1:80")
-        );
+        assert_eq!(stuck_address(&sealer, "web", &app, &request).as_deref(), Some("10.0.0.1:80"));
     }
 }

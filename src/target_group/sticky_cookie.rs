@@ -27,18 +27,14 @@ impl CookieSealer {
     /// A sealer with a fresh random key: cookies it seals open only in this process.
     pub fn new() -> Self {
         let mut secret = [0u8; 32];
-        SystemRandom::new()
-            .fill(&mut secret)
-            .expect("the operating system's random source is available");
+        SystemRandom::new().fill(&mut secret).expect("the operating system's random source is available");
         Self::from_secret(&secret)
     }
 
     /// A sealer keyed by `secret`, so that nodes sharing it accept each other's cookies (and
     /// tests are repeatable). The secret should hold at least 32 random bytes.
     pub fn from_secret(secret: &[u8]) -> Self {
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-        }
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
     }
 
     /// The cookie value binding a client to `target` (its address string, e.g.
@@ -112,10 +108,7 @@ fn encoded_len(n: usize) -> usize {
 fn encode_into(bytes: &[u8], out: &mut String) {
     let sextet = |v: u32, shift: u32| char::from(ALPHABET[((v >> shift) & 0x3f) as usize]);
     for chunk in bytes.chunks(3) {
-        let v = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |v, (i, &b)| v | (u32::from(b) << (16 - 8 * i)));
+        let v = chunk.iter().enumerate().fold(0u32, |v, (i, &b)| v | (u32::from(b) << (16 - 8 * i)));
         for k in 0..=chunk.len() {
             out.push(sextet(v, 18 - 6 * k as u32));
         }
@@ -204,11 +197,7 @@ mod tests {
         }
         // A payload naming another target, with the original MAC.
         let other = s.seal(GROUP, "127.0.0.1:9090", EXPIRY);
-        let forged = format!(
-            "{}{}",
-            &other[..other.find('.').expect("dot")],
-            &value[dot..]
-        );
+        let forged = format!("{}{}", &other[..other.find('.').expect("dot")], &value[dot..]);
         assert_eq!(s.open(GROUP, &forged, 0), None);
     }
 
@@ -280,12 +269,7 @@ mod tests {
         let long = "x".repeat(300);
         for target in ["127.0.0.1:8080", "[::1]:80", "a;b,c d\"e\\f", long.as_str()] {
             let value = s.seal(GROUP, target, u64::MAX);
-            assert!(
-                value
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')),
-                "{value}"
-            );
+            assert!(value.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')), "{value}");
         }
     }
 

@@ -145,12 +145,7 @@ impl TargetStats {
             if state == TargetState::Healthy && was != TargetState::Healthy {
                 self.healthy_since_ms.store(uptime_ms(), Ordering::Relaxed);
             }
-            match self.status.compare_exchange_weak(
-                current,
-                new,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
+            match self.status.compare_exchange_weak(current, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(seen) => current = seen,
             }
@@ -216,18 +211,9 @@ pub struct Target {
 impl Target {
     /// The running target for a config entry; `None` if its address does not parse (the
     /// config was validated, so this does not happen for loaded files).
-    pub fn new(
-        group: &str,
-        t: &config::Target,
-        group_port: Option<u16>,
-        registry: &TargetRegistry,
-    ) -> Option<Self> {
+    pub fn new(group: &str, t: &config::Target, group_port: Option<u16>, registry: &TargetRegistry) -> Option<Self> {
         let (host, port) = t.host_port(group_port).ok()?;
-        let authority = if host.contains(':') {
-            format!("[{host}]:{port}")
-        } else {
-            format!("{host}:{port}")
-        };
+        let authority = if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") };
         Some(Target {
             stats: registry.stats(group, &t.address),
             connections: registry.connections(&authority),
@@ -254,17 +240,11 @@ mod tests {
         assert_eq!(stats.state(), TargetState::Initial);
         assert_eq!(stats.reason().code(), Some("Elb.InitialHealthChecking"));
         stats.set(TargetState::Healthy, Reason::None);
-        assert_eq!(
-            (stats.state(), stats.reason().code()),
-            (TargetState::Healthy, None)
-        );
+        assert_eq!((stats.state(), stats.reason().code()), (TargetState::Healthy, None));
         stats.set(TargetState::Draining, Reason::DeregistrationInProgress);
         stats.set(TargetState::Healthy, Reason::None);
         assert_eq!(stats.state(), TargetState::Draining);
-        assert_eq!(
-            stats.reason().code(),
-            Some("Target.DeregistrationInProgress")
-        );
+        assert_eq!(stats.reason().code(), Some("Target.DeregistrationInProgress"));
     }
 
     #[test]

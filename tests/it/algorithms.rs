@@ -12,13 +12,7 @@ async fn group_of(n: usize, algorithm: &str, weights: &[u32]) -> (Ballast, Vec<B
     let targets: Vec<String> = backends
         .iter()
         .enumerate()
-        .map(|(i, b)| {
-            format!(
-                "{{ address = \"{}\", weight = {} }}",
-                b.addr,
-                weights.get(i).copied().unwrap_or(1)
-            )
-        })
+        .map(|(i, b)| format!("{{ address = \"{}\", weight = {} }}", b.addr, weights.get(i).copied().unwrap_or(1)))
         .collect();
     let config = format!(
         r#"
@@ -42,15 +36,7 @@ async fn sequence(ballast: &Ballast, n: usize) -> String {
     let c = http_client();
     let mut out = String::new();
     for _ in 0..n {
-        out.push_str(
-            &c.get(ballast.url("lb"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
-        );
+        out.push_str(&c.get(ballast.url("lb")).send().await.unwrap().text().await.unwrap());
     }
     out
 }
@@ -86,33 +72,12 @@ async fn busy_target_is_avoided(algorithm: &str) {
     let slow = tokio::spawn({
         let c = c.clone();
         let url = url.clone();
-        async move {
-            c.get(format!("{url}/sleep/1500"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        }
+        async move { c.get(format!("{url}/sleep/1500")).send().await.unwrap().text().await.unwrap() }
     });
-    assert!(
-        wait_until(Duration::from_secs(5), || backends
-            .iter()
-            .any(|b| b.in_flight() == 1))
-        .await
-    );
-    let busy = backends
-        .iter()
-        .find(|b| b.in_flight() == 1)
-        .unwrap()
-        .name
-        .clone();
+    assert!(wait_until(Duration::from_secs(5), || backends.iter().any(|b| b.in_flight() == 1)).await);
+    let busy = backends.iter().find(|b| b.in_flight() == 1).unwrap().name.clone();
     let got = sequence(&ballast, 6).await;
-    assert!(
-        !got.contains(busy.as_str()),
-        "{algorithm}: busy target {busy} got requests: {got}"
-    );
+    assert!(!got.contains(busy.as_str()), "{algorithm}: busy target {busy} got requests: {got}");
     assert_eq!(slow.await.unwrap(), busy);
 }
 

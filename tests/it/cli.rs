@@ -10,10 +10,7 @@ fn version_prints_name_and_version() {
     let out = run(&["--version"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        text.trim(),
-        format!("ballast {}", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(text.trim(), format!("ballast {}", env!("CARGO_PKG_VERSION")));
 }
 
 /// The example of DESIGN.md, with the groups it refers to and a real certificate.
@@ -22,9 +19,7 @@ fn design_example(dir: &std::path::Path) -> String {
     TestCa::new().write_leaf(&dir.join("certs"), "site", &["site.test"]);
     std::fs::write(dir.join("admin.token"), "secret\n").expect("token");
     let group = |name: &str| {
-        format!(
-            "[[target_groups]]\nname = \"{name}\"\ntargets = [ {{ address = \"127.0.0.1:9001\" }} ]\n"
-        )
+        format!("[[target_groups]]\nname = \"{name}\"\ntargets = [ {{ address = \"127.0.0.1:9001\" }} ]\n")
     };
     format!(
         r#"
@@ -110,11 +105,7 @@ fn check_accepts_every_key_of_the_design_example() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = write_file(dir.path(), "ballast.toml", &design_example(dir.path()));
     let out = run(&["check", "-c", path.to_str().expect("utf-8 path")]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
 }
 
@@ -164,23 +155,14 @@ fn unknown_keys_and_bad_durations_are_errors_with_their_line() {
     let out = run(&["check", "-c", unknown.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown.toml:4: target_groups.algoritm: unknown field `algoritm`"),
-        "{err}"
-    );
+    assert!(err.contains("unknown.toml:4: target_groups.algoritm: unknown field `algoritm`"), "{err}");
 
-    let duration = write_file(
-        dir.path(),
-        "duration.toml",
-        "[[target_groups]]\nname = \"web\"\n\ntarget_timeout = \"60\"\n",
-    );
+    let duration =
+        write_file(dir.path(), "duration.toml", "[[target_groups]]\nname = \"web\"\n\ntarget_timeout = \"60\"\n");
     let out = run(&["check", "-c", duration.to_str().expect("utf-8")]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("duration.toml:4: target_groups.target_timeout: `60` has no unit"),
-        "{err}"
-    );
+    assert!(err.contains("duration.toml:4: target_groups.target_timeout: `60` has no unit"), "{err}");
 
     let out = run(&["check", "-c", "/nonexistent/ballast.toml"]);
     assert_eq!(out.status.code(), Some(1));
@@ -197,48 +179,21 @@ async fn the_demo_rotates_over_three_named_backends() {
     let stdout = child.stdout.take().expect("piped");
     let announced = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.starts_with("ballast demo:"))
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("ballast demo:"))
     });
     let line = tokio::time::timeout(Duration::from_secs(20), announced).await;
     let client = http_client();
     let mut bodies = Vec::new();
     for _ in 0..4 {
-        let body = client
-            .get("http://127.0.0.1:8080/")
-            .send()
-            .await
-            .expect("demo answers")
-            .text()
-            .await;
+        let body = client.get("http://127.0.0.1:8080/").send().await.expect("demo answers").text().await;
         bodies.push(body.expect("a body"));
     }
     let _ = child.kill();
     let _ = child.wait();
-    let line = line
-        .expect("announced in time")
-        .expect("thread ok")
-        .expect("a line");
+    let line = line.expect("announced in time").expect("thread ok").expect("a line");
     assert!(line.contains("http://127.0.0.1:8080/"), "{line}");
-    let names: Vec<&str> = bodies
-        .iter()
-        .map(|b| &b[..b.find(" (").unwrap_or(b.len())])
-        .collect();
-    assert_eq!(
-        names[0..3]
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len(),
-        3,
-        "{bodies:?}"
-    );
+    let names: Vec<&str> = bodies.iter().map(|b| &b[..b.find(" (").unwrap_or(b.len())]).collect();
+    assert_eq!(names[0..3].iter().collect::<std::collections::HashSet<_>>().len(), 3, "{bodies:?}");
     assert_eq!(names[3], names[0], "{bodies:?}");
-    assert!(
-        names
-            .iter()
-            .all(|n| n.starts_with("hello from demo backend")),
-        "{bodies:?}"
-    );
+    assert!(names.iter().all(|n| n.starts_with("hello from demo backend")), "{bodies:?}");
 }

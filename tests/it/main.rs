@@ -1,9 +1,12 @@
 //! Black-box tests of the ballast binary: real listeners on 127.0.0.1 in front of real
 //! backend servers, driven by real clients.
 
+mod admin;
 mod algorithms;
 mod cli;
 mod common;
+mod l4;
+mod metrics;
 mod proxy;
 mod routing;
 mod streaming;

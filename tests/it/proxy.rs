@@ -31,11 +31,7 @@ async fn forwarded_headers_are_added_and_hop_by_hop_ones_removed() {
     let backend = Backend::start("b").await;
     let ballast = Ballast::start(&one_group(&backend.target(), ""));
     let port = ballast.addr("lb").port();
-    assert_ne!(
-        port,
-        backend.addr.port(),
-        "listener and target ports differ: port translation"
-    );
+    assert_ne!(port, backend.addr.port(), "listener and target ports differ: port translation");
     let resp = http_client()
         .get(format!("{}/path?q=1", ballast.url("lb")))
         .header("host", "app.example:1234")
@@ -53,10 +49,7 @@ async fn forwarded_headers_are_added_and_hop_by_hop_ones_removed() {
     let seen = backend.last();
     assert_eq!(seen.uri, "/path?q=1");
     assert_eq!(seen.header("host").as_deref(), Some("app.example:1234"));
-    assert_eq!(
-        seen.header("x-forwarded-for").as_deref(),
-        Some("203.0.113.7, 127.0.0.1")
-    );
+    assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("203.0.113.7, 127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(seen.header("x-forwarded-port"), Some(port.to_string()));
     assert_eq!(seen.header("x-end-to-end").as_deref(), Some("kept"));
@@ -70,33 +63,25 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
     let backend = Backend::start("b").await;
     let ballast = Ballast::start(&one_group(&backend.target(), ""));
     let mut tcp = TcpStream::connect(ballast.addr("lb")).await.unwrap();
-    let three = "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n";
+    let three =
+        "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\n\r\n";
     tcp.write_all(three.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let read_all = async {
-        while got
-            .windows(b"\r\n\r\nb".len())
-            .filter(|w| w == b"\r\n\r\nb")
-            .count()
-            < 3
-        {
+        while got.windows(b"\r\n\r\nb".len()).filter(|w| w == b"\r\n\r\nb").count() < 3 {
             let n = tcp.read(&mut buf).await.unwrap();
             assert!(n > 0, "connection closed early");
             got.extend_from_slice(&buf[..n]);
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), read_all)
-        .await
-        .expect("three answers");
+    tokio::time::timeout(Duration::from_secs(10), read_all).await.expect("three answers");
     let text = String::from_utf8_lossy(&got);
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
     let uris: Vec<String> = backend.seen().iter().map(|s| s.uri.clone()).collect();
     assert_eq!(uris, vec!["/1", "/2", "/3"]);
     // The same client connection still works afterwards.
-    tcp.write_all(b"GET /4 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    tcp.write_all(b"GET /4 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let n = tcp.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
 }
@@ -105,15 +90,8 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 async fn h2c_clients_reach_http1_targets() {
     let backend = Backend::start("b").await;
     let ballast = Ballast::start(&one_group(&backend.target(), ""));
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let resp = client
-        .get(format!("{}/h2", ballast.url("lb")))
-        .send()
-        .await
-        .unwrap();
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let resp = client.get(format!("{}/h2", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.text().await.unwrap(), "b");
     let seen = backend.last();
@@ -124,15 +102,8 @@ async fn h2c_clients_reach_http1_targets() {
 #[tokio::test]
 async fn http2_target_groups_get_http2() {
     let backend = Backend::start("b").await;
-    let ballast = Ballast::start(&one_group(
-        &backend.target(),
-        "protocol_version = \"http2\"",
-    ));
-    let resp = http_client()
-        .get(format!("{}/x", ballast.url("lb")))
-        .send()
-        .await
-        .unwrap();
+    let ballast = Ballast::start(&one_group(&backend.target(), "protocol_version = \"http2\""));
+    let resp = http_client().get(format!("{}/x", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.text().await.unwrap(), "b");
     assert_eq!(backend.last().version, hyper::Version::HTTP_2);
 }
@@ -142,29 +113,17 @@ async fn https_target_groups_re_encrypt() {
     let ca = TestCa::new();
     let leaf = ca.leaf(&["localhost"]);
     for version in ["http1", "http2"] {
-        let backend = Backend::start_with(
-            "secure",
-            BackendOptions {
-                tls: Some((leaf.cert_pem.clone(), leaf.key_pem.clone())),
-            },
-        )
-        .await;
+        let backend =
+            Backend::start_with("secure", BackendOptions { tls: Some((leaf.cert_pem.clone(), leaf.key_pem.clone())) })
+                .await;
         let extra = format!("protocol = \"https\"\nprotocol_version = \"{version}\"");
         let ballast = Ballast::start(&one_group(&backend.target(), &extra));
-        let resp = http_client()
-            .get(format!("{}/x", ballast.url("lb")))
-            .send()
-            .await
-            .unwrap();
+        let resp = http_client().get(format!("{}/x", ballast.url("lb"))).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.text().await.unwrap(), "secure");
         let seen = backend.last();
         assert!(seen.tls, "the target saw plain text");
-        let expected = if version == "http2" {
-            hyper::Version::HTTP_2
-        } else {
-            hyper::Version::HTTP_11
-        };
+        let expected = if version == "http2" { hyper::Version::HTTP_2 } else { hyper::Version::HTTP_11 };
         assert_eq!(seen.version, expected);
     }
 }
@@ -197,22 +156,11 @@ async fn a_slow_target_answers_504_after_target_timeout() {
     let backend = Backend::start("slow").await;
     let ballast = Ballast::start(&one_group(&backend.target(), "target_timeout = \"300ms\""));
     let started = std::time::Instant::now();
-    let resp = http_client()
-        .get(format!("{}/sleep/3000", ballast.url("lb")))
-        .send()
-        .await
-        .unwrap();
+    let resp = http_client().get(format!("{}/sleep/3000", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.status(), 504);
     let elapsed = started.elapsed();
-    assert!(
-        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(2500),
-        "{elapsed:?}"
-    );
+    assert!(elapsed >= Duration::from_millis(300) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
     // A quick request on the same group is fine.
-    let resp = http_client()
-        .get(format!("{}/sleep/10", ballast.url("lb")))
-        .send()
-        .await
-        .unwrap();
+    let resp = http_client().get(format!("{}/sleep/10", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }

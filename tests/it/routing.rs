@@ -18,12 +18,7 @@ async fn fleet() -> Fleet {
     let web = Backend::start("web").await;
     let mobile = Backend::start("mobile").await;
     let canary = Backend::start("canary").await;
-    let group = |name: &str, b: &Backend| {
-        format!(
-            "[[target_groups]]\nname = \"{name}\"\ntargets = [{}]\n",
-            b.target()
-        )
-    };
+    let group = |name: &str, b: &Backend| format!("[[target_groups]]\nname = \"{name}\"\ntargets = [{}]\n", b.target());
     let config = format!(
         r#"
 [[listeners]]
@@ -84,21 +79,11 @@ default_action = {{ type = "forward", target_group = "web" }}
         group("mobile", &mobile),
         group("canary", &canary),
     );
-    Fleet {
-        ballast: Ballast::start(&config),
-        api,
-        admin,
-        web,
-        mobile,
-        canary,
-    }
+    Fleet { ballast: Ballast::start(&config), api, admin, web, mobile, canary }
 }
 
 async fn backend_of(resp: reqwest::Response) -> String {
-    resp.headers()
-        .get("x-backend")
-        .map(|v| v.to_str().unwrap_or("").to_string())
-        .unwrap_or_default()
+    resp.headers().get("x-backend").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default()
 }
 
 #[tokio::test]
@@ -108,45 +93,20 @@ async fn each_condition_routes_to_its_group() {
     let url = f.ballast.url("main");
     let get = |path: &str| c.get(format!("{url}{path}"));
 
-    assert_eq!(
-        backend_of(get("/api/users").send().await.unwrap()).await,
-        "api"
-    );
-    assert_eq!(
-        backend_of(get("/v2/api").send().await.unwrap()).await,
-        "api"
-    );
-    assert_eq!(
-        backend_of(get("/v22/api").send().await.unwrap()).await,
-        "web"
-    );
-    assert_eq!(
-        backend_of(get("/API/users").send().await.unwrap()).await,
-        "web",
-        "paths are case-sensitive"
-    );
+    assert_eq!(backend_of(get("/api/users").send().await.unwrap()).await, "api");
+    assert_eq!(backend_of(get("/v2/api").send().await.unwrap()).await, "api");
+    assert_eq!(backend_of(get("/v22/api").send().await.unwrap()).await, "web");
+    assert_eq!(backend_of(get("/API/users").send().await.unwrap()).await, "web", "paths are case-sensitive");
 
     // host AND method; the host glob ignores case.
-    let admin_post = c
-        .post(format!("{url}/x"))
-        .header("host", "Admin.Example.com")
-        .send()
-        .await
-        .unwrap();
+    let admin_post = c.post(format!("{url}/x")).header("host", "Admin.Example.com").send().await.unwrap();
     assert_eq!(backend_of(admin_post).await, "admin");
-    let admin_get = get("/x")
-        .header("host", "admin.example.com")
-        .send()
-        .await
-        .unwrap();
+    let admin_get = get("/x").header("host", "admin.example.com").send().await.unwrap();
     assert_eq!(backend_of(admin_get).await, "web");
 
     let beta = get("/").header("x-beta", "ON-please").send().await.unwrap();
     assert_eq!(backend_of(beta).await, "canary");
-    assert_eq!(
-        backend_of(get("/").header("x-beta", "off").send().await.unwrap()).await,
-        "web"
-    );
+    assert_eq!(backend_of(get("/").header("x-beta", "off").send().await.unwrap()).await, "web");
 
     // The client is 127.0.0.1: not in 10/8 or ::1, but in 127/8 for the priority-5 rule.
     assert_eq!(backend_of(get("/").send().await.unwrap()).await, "web");
@@ -163,17 +123,9 @@ async fn weighted_forward_spreads_by_weight_without_bursts() {
     let url = f.ballast.url("main");
     let mut order = String::new();
     for i in 0..40 {
-        let query = if i % 2 == 0 {
-            "platform=Mobile"
-        } else {
-            "platform=tablet&x=1"
-        };
+        let query = if i % 2 == 0 { "platform=Mobile" } else { "platform=tablet&x=1" };
         let resp = c.get(format!("{url}/shop?{query}")).send().await.unwrap();
-        order.push(if backend_of(resp).await == "mobile" {
-            'm'
-        } else {
-            'c'
-        });
+        order.push(if backend_of(resp).await == "mobile" { 'm' } else { 'c' });
     }
     assert_eq!(f.mobile.seen().len(), 30, "{order}");
     assert_eq!(f.canary.seen().len(), 10, "{order}");
@@ -186,26 +138,15 @@ async fn redirects_and_fixed_responses_are_answered_by_the_balancer() {
     let f = fleet().await;
     let c = http_client();
     let url = f.ballast.url("main");
-    let resp = c
-        .get(format!("{url}/old/page?id=7"))
-        .header("host", "shop.test")
-        .send()
-        .await
-        .unwrap();
+    let resp = c.get(format!("{url}/old/page?id=7")).header("host", "shop.test").send().await.unwrap();
     assert_eq!(resp.status(), 308);
-    assert_eq!(
-        resp.headers()["location"],
-        "https://shop.test/new/old/page?id=7"
-    );
+    assert_eq!(resp.headers()["location"], "https://shop.test/new/old/page?id=7");
 
     let resp = c.get(format!("{url}/maintenance")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["content-type"], "application/json");
     assert_eq!(resp.text().await.unwrap(), "{\"down\": true}");
-    assert!(
-        f.web.seen().is_empty() && f.api.seen().is_empty(),
-        "no target saw these requests"
-    );
+    assert!(f.web.seen().is_empty() && f.api.seen().is_empty(), "no target saw these requests");
 }
 
 #[tokio::test]

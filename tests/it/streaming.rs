@@ -41,17 +41,9 @@ async fn one_gib_up_and_down_with_flat_memory() {
         .await
         .expect("upload answered");
     assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.text().await.unwrap(),
-        GIB.to_string(),
-        "the target received every byte"
-    );
+    assert_eq!(resp.text().await.unwrap(), GIB.to_string(), "the target received every byte");
 
-    let mut resp = client
-        .get(format!("{}/download/{GIB}", ballast.url("lb")))
-        .send()
-        .await
-        .expect("download");
+    let mut resp = client.get(format!("{}/download/{GIB}", ballast.url("lb"))).send().await.expect("download");
     assert_eq!(resp.status(), 200);
     let mut received: u64 = 0;
     while let Some(chunk) = resp.chunk().await.expect("body chunk") {
@@ -60,8 +52,5 @@ async fn one_gib_up_and_down_with_flat_memory() {
     assert_eq!(received, GIB);
 
     let peak = ballast.peak_rss_kib();
-    assert!(
-        peak > 0 && peak < MAX_PEAK_KIB,
-        "ballast peak memory {peak} KiB for 2 GiB through"
-    );
+    assert!(peak > 0 && peak < MAX_PEAK_KIB, "ballast peak memory {peak} KiB for 2 GiB through");
 }

@@ -20,9 +20,7 @@ async fn site() -> Site {
     let ca = TestCa::new();
     let dir = tempfile::tempdir().unwrap();
     let alpha = ca.write_leaf(dir.path(), "alpha", &["alpha.test"]).der;
-    let beta = ca
-        .write_leaf(dir.path(), "beta", &["beta.test", "*.beta.test"])
-        .der;
+    let beta = ca.write_leaf(dir.path(), "beta", &["beta.test", "*.beta.test"]).der;
     let backend = Backend::start("app").await;
     let config = format!(
         r#"
@@ -49,22 +47,14 @@ targets = [{}]
 "#,
         backend.target()
     );
-    Site {
-        ballast: Ballast::start_in(dir, &config),
-        ca,
-        alpha,
-        beta,
-        _backend: backend,
-    }
+    Site { ballast: Ballast::start_in(dir, &config), ca, alpha, beta, _backend: backend }
 }
 
 /// The certificate and ALPN protocol the listener chose for a handshake naming `sni`.
 async fn handshake(site: &Site, sni: &str, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut config = site.ca.client_config(alpn);
     // Inspect whichever certificate comes back, even one for another name.
-    config
-        .dangerous()
-        .set_certificate_verifier(Arc::new(AcceptAny));
+    config.dangerous().set_certificate_verifier(Arc::new(AcceptAny));
     let tcp = TcpStream::connect(site.ballast.addr("tls")).await.unwrap();
     let tls = TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
@@ -80,16 +70,8 @@ async fn sni_picks_the_matching_certificate_and_the_first_is_default() {
     let site = site().await;
     assert_eq!(handshake(&site, "alpha.test", &[]).await.0, site.alpha);
     assert_eq!(handshake(&site, "beta.test", &[]).await.0, site.beta);
-    assert_eq!(
-        handshake(&site, "www.beta.test", &[]).await.0,
-        site.beta,
-        "wildcard SAN"
-    );
-    assert_eq!(
-        handshake(&site, "other.test", &[]).await.0,
-        site.alpha,
-        "default certificate"
-    );
+    assert_eq!(handshake(&site, "www.beta.test", &[]).await.0, site.beta, "wildcard SAN");
+    assert_eq!(handshake(&site, "other.test", &[]).await.0, site.alpha, "default certificate");
     // An IP address sends no SNI at all.
     assert_eq!(handshake(&site, "127.0.0.1", &[]).await.0, site.alpha);
 }
@@ -97,20 +79,8 @@ async fn sni_picks_the_matching_certificate_and_the_first_is_default() {
 #[tokio::test]
 async fn alpn_offers_h2_and_http11() {
     let site = site().await;
-    assert_eq!(
-        handshake(&site, "alpha.test", &[b"h2", b"http/1.1"])
-            .await
-            .1
-            .as_deref(),
-        Some(&b"h2"[..])
-    );
-    assert_eq!(
-        handshake(&site, "alpha.test", &[b"http/1.1"])
-            .await
-            .1
-            .as_deref(),
-        Some(&b"http/1.1"[..])
-    );
+    assert_eq!(handshake(&site, "alpha.test", &[b"h2", b"http/1.1"]).await.1.as_deref(), Some(&b"h2"[..]));
+    assert_eq!(handshake(&site, "alpha.test", &[b"http/1.1"]).await.1.as_deref(), Some(&b"http/1.1"[..]));
 }
 
 #[tokio::test]
@@ -122,30 +92,19 @@ async fn https_requests_reach_the_target_over_h2_and_http11() {
         .resolve("beta.test", addr)
         .build()
         .unwrap();
-    let resp = client
-        .get(format!("https://beta.test:{}/secure", addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let resp = client.get(format!("https://beta.test:{}/secure", addr.port())).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.text().await.unwrap(), "app");
     let seen = site._backend.last();
     assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("https"));
-    assert_eq!(
-        seen.header("host"),
-        Some(format!("beta.test:{}", addr.port()))
-    );
+    assert_eq!(seen.header("host"), Some(format!("beta.test:{}", addr.port())));
 
     let http1 = reqwest::Client::builder()
         .use_preconfigured_tls(site.ca.client_config(&[b"http/1.1"]))
         .resolve("alpha.test", addr)
         .build()
         .unwrap();
-    let resp = http1
-        .get(format!("https://alpha.test:{}/", addr.port()))
-        .send()
-        .await
-        .unwrap();
+    let resp = http1.get(format!("https://alpha.test:{}/", addr.port())).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.text().await.unwrap(), "app");
 }
@@ -181,8 +140,6 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }

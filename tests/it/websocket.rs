@@ -37,11 +37,7 @@ default_action = {{ type = "forward", target_group = "ws" }}
 name = "ws"
 targets = [{}]
 "#,
-        if certs.is_empty() {
-            ""
-        } else {
-            "certificates = [\"site\"]"
-        },
+        if certs.is_empty() { "" } else { "certificates = [\"site\"]" },
         backend.target()
     )
 }
@@ -51,9 +47,7 @@ async fn websocket_over_http() {
     let backend = Backend::start("ws").await;
     let ballast = Ballast::start(&config("http", &backend, ""));
     let url = format!("ws://{}/chat", ballast.addr("lb"));
-    let (mut ws, response) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("upgrade");
+    let (mut ws, response) = tokio_tungstenite::connect_async(url).await.expect("upgrade");
     assert_eq!(response.status(), 101);
     echo_round_trips(&mut ws).await;
     let seen = backend.last();
@@ -74,13 +68,8 @@ async fn websocket_over_https() {
         .connect(ServerName::try_from("ws.test").unwrap(), tcp)
         .await
         .expect("TLS handshake");
-    let (mut ws, response) = tokio_tungstenite::client_async("wss://ws.test/chat", tls)
-        .await
-        .expect("upgrade");
+    let (mut ws, response) = tokio_tungstenite::client_async("wss://ws.test/chat", tls).await.expect("upgrade");
     assert_eq!(response.status(), 101);
     echo_round_trips(&mut ws).await;
-    assert_eq!(
-        backend.last().header("x-forwarded-proto").as_deref(),
-        Some("https")
-    );
+    assert_eq!(backend.last().header("x-forwarded-proto").as_deref(), Some("https"));
 }

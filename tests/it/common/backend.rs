@@ -35,11 +35,7 @@ pub struct Seen {
 impl Seen {
     /// Every value of header `name`, in order.
     pub fn header_values(&self, name: &str) -> Vec<String> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-            .collect()
+        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone()).collect()
     }
 
     /// The one value of header `name`, if present.
@@ -79,9 +75,7 @@ impl Backend {
 
     /// A backend with options.
     pub async fn start_with(name: &str, options: BackendOptions) -> Backend {
-        let socket = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("backend binds");
+        let socket = TcpListener::bind("127.0.0.1:0").await.expect("backend binds");
         let backend = Backend {
             name: name.to_string(),
             addr: socket.local_addr().expect("bound address"),
@@ -91,9 +85,7 @@ impl Backend {
             health_status: Arc::new(std::sync::atomic::AtomicU16::new(200)),
             stopped: tokio_util::sync::CancellationToken::new(),
         };
-        let acceptor = options
-            .tls
-            .map(|(cert, key)| super::certs::acceptor(&cert, &key));
+        let acceptor = options.tls.map(|(cert, key)| super::certs::acceptor(&cert, &key));
         let b = backend.clone();
         tokio::spawn(async move {
             loop {
@@ -143,23 +135,15 @@ impl Backend {
             headers: req
                 .headers()
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.to_string(),
-                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                    )
-                })
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
                 .collect(),
             tls,
         };
-        let is_check = req
-            .headers()
-            .get("user-agent")
-            .is_some_and(|ua| ua.as_bytes().starts_with(b"ballast-health-check"));
+        let is_check =
+            req.headers().get("user-agent").is_some_and(|ua| ua.as_bytes().starts_with(b"ballast-health-check"));
         if is_check {
             self.checks.fetch_add(1, Ordering::SeqCst);
-            let status = StatusCode::from_u16(self.health_status.load(Ordering::SeqCst))
-                .unwrap_or(StatusCode::OK);
+            let status = StatusCode::from_u16(self.health_status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK);
             return text(status, "check".into());
         }
         self.seen.lock().expect("seen lock").push(seen);
@@ -167,18 +151,12 @@ impl Backend {
         let _done = InFlight(Arc::clone(&self.in_flight));
         let path = req.uri().path().to_string();
         if let Some(key) = req.headers().get("sec-websocket-key").cloned() {
-            let accept =
-                tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
             let upgrade = hyper::upgrade::on(&mut req);
             let name = self.name.clone();
             tokio::spawn(async move {
                 if let Ok(upgraded) = upgrade.await {
-                    let mut ws = WebSocketStream::from_raw_socket(
-                        TokioIo::new(upgraded),
-                        Role::Server,
-                        None,
-                    )
-                    .await;
+                    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
                     while let Some(Ok(msg)) = ws.next().await {
                         let reply = match msg {
                             Message::Text(t) => Message::Text(format!("{name}: {t}")),
@@ -202,14 +180,10 @@ impl Backend {
         if let Some(ms) = path.strip_prefix("/sleep/").and_then(|v| v.parse().ok()) {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        if let Some(n) = path
-            .strip_prefix("/download/")
-            .and_then(|v| v.parse::<u64>().ok())
-        {
+        if let Some(n) = path.strip_prefix("/download/").and_then(|v| v.parse::<u64>().ok()) {
             let chunks = n / CHUNK.len() as u64;
             let stream = futures_util::stream::iter(
-                (0..chunks)
-                    .map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(&CHUNK)))),
+                (0..chunks).map(|_| Ok::<_, std::io::Error>(Frame::data(Bytes::from_static(&CHUNK)))),
             );
             return Response::builder()
                 .header("content-length", (chunks * CHUNK.len() as u64).to_string())
@@ -228,9 +202,7 @@ impl Backend {
             return text(StatusCode::OK, total.to_string());
         }
         let mut response = text(StatusCode::OK, self.name.clone());
-        response
-            .headers_mut()
-            .insert("x-backend", self.name.parse().expect("a header-safe name"));
+        response.headers_mut().insert("x-backend", self.name.parse().expect("a header-safe name"));
         if path == "/login" {
             let cookie = "SESSIONID=s3cr3t; Path=/".parse().expect("a cookie");
             response.headers_mut().insert("set-cookie", cookie);
@@ -289,9 +261,7 @@ fn empty() -> Body {
 fn text(status: StatusCode, body: String) -> Response<Body> {
     Response::builder()
         .status(status)
-        .body(BoxBody::new(
-            Full::new(Bytes::from(body)).map_err(|never| match never {}),
-        ))
+        .body(BoxBody::new(Full::new(Bytes::from(body)).map_err(|never| match never {})))
         .expect("a valid response")
 }
 

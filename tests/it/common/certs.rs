@@ -30,9 +30,7 @@ impl TestCa {
     pub fn new() -> TestCa {
         install_provider();
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "ballast test CA");
+        params.distinguished_name.push(DnType::CommonName, "ballast test CA");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let key = KeyPair::generate().expect("CA key");
         let cert = params.self_signed(&key).expect("CA certificate");
@@ -43,19 +41,10 @@ impl TestCa {
     pub fn leaf(&self, names: &[&str]) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-        params.distinguished_name.push(
-            DnType::CommonName,
-            names.first().cloned().unwrap_or_default(),
-        );
+        params.distinguished_name.push(DnType::CommonName, names.first().cloned().unwrap_or_default());
         let key = KeyPair::generate().expect("leaf key");
-        let cert = params
-            .signed_by(&key, &self.cert, &self.key)
-            .expect("leaf certificate");
-        Leaf {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
+        let cert = params.signed_by(&key, &self.cert, &self.key).expect("leaf certificate");
+        Leaf { cert_pem: cert.pem(), key_pem: key.serialize_pem(), der: cert.der().to_vec() }
     }
 
     /// Writes a leaf's PEMs as `NAME.pem` and `NAME.key` in `dir`.
@@ -69,16 +58,12 @@ impl TestCa {
     /// A rustls client context trusting this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> ClientConfig {
         let mut roots = RootCertStore::empty();
-        roots
-            .add(self.cert.der().clone())
-            .expect("CA is a valid root");
-        let mut config = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("default versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        roots.add(self.cert.der().clone()).expect("CA is a valid root");
+        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
     }
@@ -97,16 +82,11 @@ impl TestCa {
 /// A TLS acceptor for a test backend, offering h2 and http/1.1.
 pub fn acceptor(cert_pem: &str, key_pem: &str) -> tokio_rustls::TlsAcceptor {
     install_provider();
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("cert PEM");
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .expect("key PEM")
-        .expect("a key");
-    let mut config = ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .expect("server config");
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>().expect("cert PEM");
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut key_pem.as_bytes()).expect("key PEM").expect("a key");
+    let mut config = ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).expect("server config");
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }

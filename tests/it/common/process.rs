@@ -33,8 +33,7 @@ impl Ballast {
     pub fn start_in(dir: tempfile::TempDir, config: &str) -> Ballast {
         let path = dir.path().join("ballast.toml");
         std::fs::write(&path, config).expect("config written");
-        let expected =
-            config.matches("[[listeners]]").count() + usize::from(config.contains("[admin]"));
+        let expected = config.matches("[[listeners]]").count() + usize::from(config.contains("[admin]"));
         let mut child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&path)
@@ -62,31 +61,16 @@ impl Ballast {
                 }
             };
             if let Some(url) = line.strip_prefix("ballast: admin on ") {
-                let addr = url
-                    .split("://")
-                    .nth(1)
-                    .expect("URL with scheme")
-                    .parse()
-                    .expect("address");
+                let addr = url.split("://").nth(1).expect("URL with scheme").parse().expect("address");
                 listeners.insert("admin".to_string(), addr);
             }
             if let Some(rest) = line.strip_prefix("ballast: listener ") {
                 let (name, url) = rest.split_once(" on ").expect("`NAME on URL`");
-                let addr = url
-                    .split("://")
-                    .nth(1)
-                    .expect("URL with scheme")
-                    .parse()
-                    .expect("address");
+                let addr = url.split("://").nth(1).expect("URL with scheme").parse().expect("address");
                 listeners.insert(name.to_string(), addr);
             }
         }
-        Ballast {
-            child,
-            dir,
-            listeners,
-            config_path: path,
-        }
+        Ballast { child, dir, listeners, config_path: path }
     }
 
     /// The address listener `name` is bound to.
@@ -106,10 +90,7 @@ impl Ballast {
 
     /// Sends SIGHUP: reload the config file.
     pub fn hangup(&self) {
-        let status = Command::new("kill")
-            .args(["-HUP", &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
+        let status = Command::new("kill").args(["-HUP", &self.pid().to_string()]).status().expect("kill runs");
         assert!(status.success());
     }
 
@@ -120,8 +101,7 @@ impl Ballast {
 
     /// Peak resident memory of the process so far, in KiB (Linux).
     pub fn peak_rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmHWM:"))
@@ -140,10 +120,7 @@ impl Drop for Ballast {
 
 /// Runs the binary to completion with `args`.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(binary())
-        .args(args)
-        .output()
-        .expect("the ballast binary runs")
+    Command::new(binary()).args(args).output().expect("the ballast binary runs")
 }
 
 /// Writes `text` to `name` in `dir` and returns its path.

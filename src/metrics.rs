@@ -1,0 +1,152 @@
+//! The metric registry every part shares, named as CloudWatch's ELB metrics in Prometheus
+//! conventions. The hot path holds pre-made handles (atomics); only a scrape walks the
+//! registry.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// `{listener}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabel {
+    pub listener: String,
+}
+
+/// `{target_group}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabel {
+    pub target_group: String,
+}
+
+/// `{listener, target_group, code_class}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub listener: String,
+    pub target_group: String,
+    pub code_class: &'static str,
+}
+
+/// `{code}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: u16,
+}
+
+/// `{listener, reason}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
+fn response_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric ballast exports.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub target_response_seconds: Family<GroupLabel, Histogram, fn() -> Histogram>,
+    pub active_connections: Family<ListenerLabel, Gauge>,
+    pub new_connections: Family<ListenerLabel, Counter>,
+    pub processed_bytes: Family<ListenerLabel, Counter>,
+    pub healthy_targets: Family<GroupLabel, Gauge>,
+    pub unhealthy_targets: Family<GroupLabel, Gauge>,
+    pub rejected_requests: Family<RejectLabels, Counter>,
+    pub tls_handshake_errors: Counter,
+    pub target_connection_errors: Family<GroupLabel, Counter>,
+    pub elb_responses: Family<CodeLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            requests: Family::default(),
+            target_response_seconds: Family::new_with_constructor(response_buckets),
+            active_connections: Family::default(),
+            new_connections: Family::default(),
+            processed_bytes: Family::default(),
+            healthy_targets: Family::default(),
+            unhealthy_targets: Family::default(),
+            rejected_requests: Family::default(),
+            tls_handshake_errors: Counter::default(),
+            target_connection_errors: Family::default(),
+            elb_responses: Family::default(),
+            registry: Registry::default(),
+        };
+        // Counter names get `_total` appended by the encoder.
+        registry.register(
+            "ballast_requests",
+            "Requests answered, by listener, target group and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "ballast_target_response_seconds",
+            "Time from sending a request to a target to its response head",
+            m.target_response_seconds.clone(),
+        );
+        registry.register("ballast_active_connections", "Client connections open now", m.active_connections.clone());
+        registry.register("ballast_new_connections", "Client connections accepted", m.new_connections.clone());
+        registry.register(
+            "ballast_processed_bytes",
+            "Bytes received from and sent to clients",
+            m.processed_bytes.clone(),
+        );
+        registry.register("ballast_healthy_targets", "Targets taking traffic", m.healthy_targets.clone());
+        registry.register(
+            "ballast_unhealthy_targets",
+            "Targets failing their health checks",
+            m.unhealthy_targets.clone(),
+        );
+        registry.register(
+            "ballast_rejected_requests",
+            "Requests refused by the guard, by reason",
+            m.rejected_requests.clone(),
+        );
+        registry.register("ballast_tls_handshake_errors", "TLS handshakes that failed", m.tls_handshake_errors.clone());
+        registry.register(
+            "ballast_target_connection_errors",
+            "Connections to targets that failed or broke",
+            m.target_connection_errors.clone(),
+        );
+        registry.register(
+            "ballast_elb_responses",
+            "Responses the balancer made itself (redirects, fixed responses, errors)",
+            m.elb_responses.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    /// The request counters of one listener and group, by status class 1xx..5xx.
+    pub fn request_counters(&self, listener: &str, target_group: &str) -> [Counter; 5] {
+        ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|code_class| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    listener: listener.to_string(),
+                    target_group: target_group.to_string(),
+                    code_class,
+                })
+                .clone()
+        })
+    }
+}
+
+/// The index of a status' class in `request_counters`.
+pub fn class_index(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 5) - 1)
+}

@@ -1,0 +1,385 @@
+//! L4 listeners over real sockets: TCP (splice), TLS termination and re-encryption, UDP flows,
+//! PROXY protocol, an NLB in front of an ALB, and draining of open connections.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio_rustls::TlsConnector;
+
+use crate::common::{http_client, Backend, Ballast, TestCa};
+
+/// A TCP server that reads everything until end-of-stream, then answers `NAME LEN SUM` and
+/// closes: it proves both the data and the client's half-close arrived.
+async fn start_summing(name: &'static str, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = socket.accept().await {
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(tcp).await {
+                            sum_and_answer(name, stream).await;
+                        }
+                    }
+                    None => sum_and_answer(name, tcp).await,
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn sum_and_answer<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(name: &str, mut s: S) {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut sum = Checksum::default();
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => sum.add(&buf[..n]),
+            Err(_) => return,
+        }
+    }
+    let len = sum.len;
+    let _ = s.write_all(format!("{name} {len} {}", sum.finish()).as_bytes()).await;
+    let _ = s.shutdown().await;
+}
+
+/// An order-sensitive checksum that does not depend on how the bytes were cut into reads.
+#[derive(Default)]
+struct Checksum {
+    len: u64,
+    state: u64,
+    pending: Vec<u8>,
+}
+
+impl Checksum {
+    fn add(&mut self, mut bytes: &[u8]) {
+        self.len += bytes.len() as u64;
+        if !self.pending.is_empty() {
+            let take = (8 - self.pending.len()).min(bytes.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.pending.len() == 8 {
+                let word = std::mem::take(&mut self.pending);
+                self.word(&word);
+            }
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.word(w);
+        }
+        self.pending.extend_from_slice(words.remainder());
+    }
+
+    fn word(&mut self, w: &[u8]) {
+        let mut word = [0u8; 8];
+        word[..w.len()].copy_from_slice(w);
+        self.state = (self.state ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(17);
+    }
+
+    fn finish(mut self) -> u64 {
+        let rest = std::mem::take(&mut self.pending);
+        if !rest.is_empty() {
+            self.word(&rest);
+        }
+        self.state
+    }
+}
+
+/// The checksum of one buffer.
+fn checksum(bytes: &[u8]) -> u64 {
+    let mut sum = Checksum::default();
+    sum.add(bytes);
+    sum.finish()
+}
+
+fn tcp_config(listener_protocol: &str, group_protocol: &str, targets: &[SocketAddr], extra: &str) -> String {
+    let targets: Vec<String> = targets.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+    format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[[listeners]]
+name = "l4"
+protocol = "{listener_protocol}"
+bind = "127.0.0.1:0"
+{}
+default_action = {{ type = "forward", target_group = "g" }}
+
+[[target_groups]]
+name = "g"
+protocol = "{group_protocol}"
+{extra}
+targets = [{}]
+"#,
+        if listener_protocol == "tls" { "certificates = [\"site\"]" } else { "" },
+        targets.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_gib_passes_a_tcp_listener_intact_and_half_close_passes_through() {
+    let target = start_summing("t", None).await;
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[target], ""));
+    let mut client = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    let block: Vec<u8> = (0..1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut sum = Checksum::default();
+    for _ in 0..1024 {
+        client.write_all(&block).await.unwrap();
+        sum.add(&block);
+    }
+    let sum = sum.finish();
+    client.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(60), client.read_to_string(&mut answer)).await.unwrap().unwrap();
+    assert_eq!(answer, format!("t {} {sum}", 1u64 << 30));
+    assert!(ballast.peak_rss_kib() < 96 * 1024, "{} KiB", ballast.peak_rss_kib());
+}
+
+#[tokio::test]
+async fn tls_listeners_terminate_and_tls_groups_re_encrypt() {
+    let ca = TestCa::new();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_leaf(dir.path(), "site", &["l4.test"]);
+    let target_leaf = ca.leaf(&["target.test"]);
+    let certs = "[[certificates]]\nname = \"site\"\ncert = \"site.pem\"\nkey = \"site.key\"\n";
+    for (group, target) in [
+        ("tcp", start_summing("plain", None).await),
+        (
+            "tls",
+            start_summing("secure", Some(crate::common::certs::acceptor(&target_leaf.cert_pem, &target_leaf.key_pem)))
+                .await,
+        ),
+    ] {
+        let dir_for_run = tempfile::tempdir().unwrap();
+        for f in ["site.pem", "site.key"] {
+            std::fs::copy(dir.path().join(f), dir_for_run.path().join(f)).unwrap();
+        }
+        let ballast = Ballast::start_in(dir_for_run, &format!("{certs}{}", tcp_config("tls", group, &[target], "")));
+        let tcp = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        let mut tls = TlsConnector::from(Arc::new(ca.client_config(&[])))
+            .connect(ServerName::try_from("l4.test").unwrap(), tcp)
+            .await
+            .expect("handshake with the listener's certificate");
+        tls.write_all(b"hello").await.unwrap();
+        tls.shutdown().await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), tls.read_to_string(&mut answer)).await.unwrap().unwrap();
+        let expected = if group == "tls" { "secure" } else { "plain" };
+        assert_eq!(answer, format!("{expected} 5 {}", checksum(b"hello")));
+    }
+}
+
+/// A UDP server answering every datagram with `NAME:payload` from its own address.
+async fn start_udp_echo(name: &'static str) -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let reply = [name.as_bytes(), b":", &buf[..n]].concat();
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    addr
+}
+
+fn udp_config(targets: &[SocketAddr], max_flows: usize) -> String {
+    let targets: Vec<String> = targets.iter().map(|a| format!("{{ address = \"{a}\" }}")).collect();
+    format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[[listeners]]
+name = "udp"
+protocol = "udp"
+bind = "127.0.0.1:0"
+default_action = {{ type = "forward", target_group = "g" }}
+
+  [listeners.limits]
+  max_flows = {max_flows}
+
+[[target_groups]]
+name = "g"
+protocol = "udp"
+algorithm = "flow_hash"
+targets = [{}]
+"#,
+        targets.join(", ")
+    )
+}
+
+async fn ask(client: &UdpSocket, to: SocketAddr, payload: &str) -> Option<String> {
+    client.send_to(payload.as_bytes(), to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, from) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await.ok()?.ok()?;
+    assert_eq!(from, to, "the reply comes from the listener's address");
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[tokio::test]
+async fn many_udp_flows_each_keep_their_target() {
+    let targets = [start_udp_echo("a").await, start_udp_echo("b").await, start_udp_echo("c").await];
+    let ballast = Ballast::start(&udp_config(&targets, 1000));
+    let listener = ballast.addr("udp");
+    let mut flows = Vec::new();
+    for i in 0..40 {
+        flows.push(tokio::spawn(async move {
+            let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let mut names = Vec::new();
+            for j in 0..5 {
+                let reply = ask(&client, listener, &format!("flow {i} datagram {j}")).await.expect("a reply");
+                let (name, echoed) = reply.split_once(':').unwrap();
+                assert_eq!(echoed, format!("flow {i} datagram {j}"));
+                names.push(name.to_string());
+            }
+            names
+        }));
+    }
+    let mut used = std::collections::HashSet::new();
+    for flow in flows {
+        let names = flow.await.unwrap();
+        assert!(names.iter().all(|n| n == &names[0]), "a flow changed target: {names:?}");
+        used.insert(names[0].clone());
+    }
+    assert_eq!(used.len(), 3, "flows spread over every target: {used:?}");
+}
+
+#[tokio::test]
+async fn a_full_udp_flow_table_drops_new_flows_and_counts_them() {
+    let target = start_udp_echo("a").await;
+    let ballast = Ballast::start(&udp_config(&[target], 2));
+    let listener = ballast.addr("udp");
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        assert!(ask(&client, listener, &format!("hi {i}")).await.is_some());
+        clients.push(client);
+    }
+    let third = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&third, listener, "me too").await, None);
+    // Flows already in the table carry on.
+    assert!(ask(&clients[0], listener, "still here").await.is_some());
+    let metrics = http_client().get(format!("http://{}/metrics", ballast.addr("admin"))).send().await.unwrap();
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains(r#"ballast_rejected_requests_total{listener="udp",reason="flow_table_full"} 1"#), "{text}");
+}
+
+/// Connects from 127.0.0.2, so the address that reaches the target is not the default one.
+async fn connect_from_127_0_0_2(to: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+#[tokio::test]
+async fn an_nlb_in_front_of_an_alb_keeps_the_client_address() {
+    let backend = Backend::start("app").await;
+    let alb = Ballast::start(&format!(
+        r#"
+[[listeners]]
+name = "alb"
+protocol = "http"
+bind = "127.0.0.1:0"
+proxy_protocol = true
+default_action = {{ type = "forward", target_group = "app" }}
+
+[[target_groups]]
+name = "app"
+targets = [{}]
+"#,
+        backend.target()
+    ));
+    for version in ["v1", "v2"] {
+        let nlb =
+            Ballast::start(&tcp_config("tcp", "tcp", &[alb.addr("alb")], &format!("proxy_protocol = \"{version}\"")));
+        let mut client = connect_from_127_0_0_2(nlb.addr("l4")).await;
+        client.write_all(b"GET /via-nlb HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let seen = backend.last();
+        assert_eq!(seen.uri, "/via-nlb");
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.2"), "PROXY {version}");
+    }
+    // Without a PROXY header the ALB listener refuses the connection.
+    let mut direct = TcpStream::connect(alb.addr("alb")).await.unwrap();
+    direct.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), direct.read_to_end(&mut answer)).await.unwrap();
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "answered without a PROXY header: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
+
+#[tokio::test]
+async fn a_draining_l4_target_keeps_its_connections_until_the_delay() {
+    let old = start_summing("old", None).await;
+    let new = start_summing("new", None).await;
+    let drain = "deregistration_delay = \"1500ms\"";
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[old], drain));
+    let mut open = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    open.write_all(b"before").await.unwrap();
+    ballast.rewrite_config(&tcp_config("tcp", "tcp", &[new], drain));
+    ballast.hangup();
+    // New connections go to the new target...
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer)).await;
+        if answer.starts_with("new ") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the reload never took effect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...while the open one still reaches the old target...
+    open.write_all(b" during").await.unwrap();
+    // ...until the delay ends and it is closed.
+    let mut answer = String::new();
+    let ended = tokio::time::timeout(Duration::from_secs(6), open.read_to_string(&mut answer)).await;
+    assert!(ended.is_ok(), "the connection outlived the deregistration delay");
+    assert!(!answer.starts_with("new"), "{answer}");
+}
+
+#[tokio::test]
+async fn l4_groups_get_tcp_health_checks_by_default() {
+    let alive = start_summing("alive", None).await;
+    let dead = crate::common::backend::closed_port().await;
+    let fast =
+        r#"health_check = { interval = "200ms", timeout = "150ms", healthy_threshold = 2, unhealthy_threshold = 2 }"#;
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[alive, dead], fast));
+    let url = format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list: Vec<serde_json::Value> = http_client().get(&url).send().await.unwrap().json().await.unwrap();
+        let state = |a: SocketAddr| {
+            list.iter().find(|t| t["address"] == a.to_string()).map(|t| t["state"].as_str().unwrap_or("").to_string())
+        };
+        if state(alive).as_deref() == Some("healthy") && state(dead).as_deref() == Some("unhealthy") {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every connection now goes to the live target.
+    for _ in 0..5 {
+        let mut c = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+        assert!(answer.starts_with("alive "), "{answer}");
+    }
+}
