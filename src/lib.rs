@@ -5,6 +5,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod guard;
 pub mod health;
 pub mod l4;
 pub mod listener;

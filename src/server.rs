@@ -14,9 +14,14 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<S
     #[cfg(unix)]
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let state = State::new(config, config_path)?;
+    // Serve once the first checks are in (bounded by the slowest check's timeout), so traffic
+    // starts spread over every target that is up.
+    let first_round = crate::health::supervise(Arc::clone(&state));
+    let longest_check =
+        state.snapshot().config.target_groups.iter().map(|g| g.health_check.timeout.get()).max().unwrap_or_default();
+    let _ = tokio::time::timeout(longest_check + std::time::Duration::from_millis(500), first_round).await;
     let mut listeners = Listeners::default();
     announce(listeners.reconcile(&state)?);
-    crate::health::supervise(Arc::clone(&state));
     crate::admin::start(Arc::clone(&state)).await?;
     let mut changes = state.subscribe();
     let follower = Arc::clone(&state);

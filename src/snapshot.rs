@@ -10,6 +10,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{self, Action, Config, ListenerProtocol};
+use crate::guard::connection_limits::ConnectionLimits;
+use crate::guard::ip_rules::IpRules;
+use crate::guard::rate_limit::RateLimit;
+use crate::guard::state::GuardState;
 use crate::metrics::{GroupLabel, ListenerLabel, Metrics};
 use crate::routing::{ActionPlan, Condition, ForwardPlan, RedirectTemplate, Router};
 use crate::target_group::{TargetGroup, TargetRegistry};
@@ -56,6 +60,14 @@ pub struct ListenerPlan {
     /// The listener's zone, for target groups with `cross_zone = false`.
     pub zone: Option<String>,
     pub metrics: ListenerMetrics,
+    /// Who may connect.
+    pub ip_rules: IpRules,
+    /// Open connections, against `limits.max_connections` and `max_connections_per_ip`.
+    pub connections: Arc<ConnectionLimits>,
+    /// The listener's `rate_limit`.
+    pub rate_limit: Option<Arc<RateLimit>>,
+    /// Rules' own rate limits, by rule priority.
+    pub rule_rate_limits: Vec<(u32, Arc<RateLimit>)>,
     /// Whether connections open with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// How long a connection or flow may stay silent.
@@ -64,7 +76,12 @@ pub struct ListenerPlan {
 
 impl Snapshot {
     /// Builds the running state from a validated config; counters come from `registry`.
-    pub fn build(config: Config, registry: &TargetRegistry, metrics: &Metrics) -> Result<Snapshot, String> {
+    pub fn build(
+        config: Config,
+        registry: &TargetRegistry,
+        metrics: &Metrics,
+        guard: &GuardState,
+    ) -> Result<Snapshot, String> {
         let target_groups: Vec<TargetGroup> =
             config.target_groups.iter().map(|g| TargetGroup::new(g, registry)).collect();
         let group_index = |name: &str| {
@@ -133,6 +150,18 @@ impl Snapshot {
                 tls,
                 limits: l.limits.clone(),
                 zone: l.zone.clone(),
+                ip_rules: IpRules::new(&l.allow, &l.deny),
+                connections: guard.connections(&l.name),
+                rate_limit: l.rate_limit.as_ref().map(|r| guard.rate_limit(&l.name, r.per_ip, r.burst)),
+                rule_rate_limits: l
+                    .rules
+                    .iter()
+                    .filter_map(|rule| {
+                        let r = rule.rate_limit.as_ref()?;
+                        let key = format!("{}#{}", l.name, rule.priority);
+                        Some((rule.priority, guard.rate_limit(&key, r.per_ip, r.burst)))
+                    })
+                    .collect(),
                 proxy_protocol: l.proxy_protocol,
                 idle_timeout: l.idle_timeout().get(),
                 metrics: ListenerMetrics {

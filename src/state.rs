@@ -9,7 +9,9 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::config::{self, ConfigErrors};
-use crate::metrics::Metrics;
+use crate::guard::reject_log::RejectLog;
+use crate::guard::state::GuardState;
+use crate::metrics::{Metrics, RejectLabels};
 use crate::proxy::Upstream;
 use crate::snapshot::Snapshot;
 use crate::target_group::sticky_cookie::CookieSealer;
@@ -25,6 +27,10 @@ pub struct State {
     config_path: Option<PathBuf>,
     /// Every metric; snapshots hold handles into it.
     pub metrics: Arc<Metrics>,
+    /// Connection counts and rate-limit buckets, kept across reloads.
+    pub guard: GuardState,
+    /// Where rejections are logged, without flooding.
+    pub reject_log: RejectLog,
     /// Seals stickiness cookies; a fresh key per process.
     pub sealer: CookieSealer,
     /// Bumped on every new snapshot, for the tasks that follow it (listeners, health checks).
@@ -46,9 +52,12 @@ impl State {
         let registry = Arc::new(TargetRegistry::default());
         let membership = Membership::new(config);
         let metrics = Arc::new(Metrics::default());
-        let snapshot = Snapshot::build(membership.effective(), &registry, &metrics)?;
+        let guard = GuardState::default();
+        let snapshot = Snapshot::build(membership.effective(), &registry, &metrics, &guard)?;
         Ok(Arc::new(State {
             metrics,
+            guard,
+            reject_log: RejectLog::default(),
             snapshot: ArcSwap::from_pointee(snapshot),
             upstream: Upstream::new(Arc::clone(&registry)),
             registry,
@@ -64,6 +73,12 @@ impl State {
         self.snapshot.load_full()
     }
 
+    /// Counts and logs (without flooding) a request or connection the guard refused.
+    pub fn reject(&self, listener: &str, reason: &'static str, client: std::net::IpAddr) {
+        self.metrics.rejected_requests.get_or_create(&RejectLabels { listener: listener.to_string(), reason }).inc();
+        self.reject_log.record(listener, reason, client);
+    }
+
     /// A receiver told of every new snapshot.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
@@ -75,7 +90,7 @@ impl State {
 
     /// Builds and publishes the snapshot for `membership`.
     fn publish(&self, membership: &Membership) -> Result<(), String> {
-        let snapshot = Snapshot::build(membership.effective(), &self.registry, &self.metrics)?;
+        let snapshot = Snapshot::build(membership.effective(), &self.registry, &self.metrics, &self.guard)?;
         self.snapshot.store(Arc::new(snapshot));
         self.generation.send_modify(|g| *g += 1);
         Ok(())

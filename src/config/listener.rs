@@ -130,6 +130,9 @@ pub struct Rule {
     #[serde(default)]
     pub conditions: Conditions,
     pub action: Action,
+    /// A token bucket per client for the requests this rule matches.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A value or a list of values; a condition matches when any of them does.

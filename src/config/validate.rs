@@ -126,6 +126,9 @@ fn check_listener(p: &mut Problems, config: &Config, at: &str, l: &Listener) {
             }
         }
         check_action(p, config, &format!("{rat}.action"), &rule.action, l.protocol);
+        if rule.rate_limit.as_ref().is_some_and(|r| r.per_ip == 0) {
+            p.push((format!("{rat}.rate_limit.per_ip"), "must be at least 1".into()));
+        }
     }
 }
 

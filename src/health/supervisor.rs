@@ -5,6 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::mpsc::Sender;
 use tokio::task::JoinHandle;
 
 use super::{probe, FailReason, Matcher, ProbeOutcome};
@@ -15,8 +16,12 @@ use crate::target_group::{Reason, TargetState};
 /// How far the first check of a target is spread, so a fleet is not checked in one burst.
 const FIRST_CHECK_JITTER_MS: u64 = 200;
 
-/// Keeps one check task per registered, non-draining target of the current snapshot.
-pub fn supervise(state: Arc<State>) {
+/// Keeps one check task per registered, non-draining target of the current snapshot. The
+/// returned future ends when every target of the first snapshot has had its first check, so
+/// the balancer can start serving with its targets' health known.
+pub fn supervise(state: Arc<State>) -> impl std::future::Future<Output = ()> {
+    let (first_round_tx, mut first_round_rx) = tokio::sync::mpsc::channel::<()>(1);
+    let at_start_targets: usize = state.snapshot().target_groups.iter().map(|g| g.targets.len()).sum();
     tokio::spawn(async move {
         let mut changes = state.subscribe();
         let mut tasks: HashMap<(String, String), JoinHandle<()>> = HashMap::new();
@@ -36,7 +41,7 @@ pub fn supervise(state: Arc<State>) {
                             Arc::clone(&state),
                             group.name.clone(),
                             target.address.clone(),
-                            at_start,
+                            at_start.then(|| first_round_tx.clone()),
                         ))
                     });
                 }
@@ -55,6 +60,13 @@ pub fn supervise(state: Arc<State>) {
             }
         }
     });
+    async move {
+        for _ in 0..at_start_targets {
+            if first_round_rx.recv().await.is_none() {
+                return;
+            }
+        }
+    }
 }
 
 fn reason_of(fail: FailReason) -> Reason {
@@ -67,11 +79,15 @@ fn reason_of(fail: FailReason) -> Reason {
 
 /// Checks one target every `interval` until it leaves. A target that was in the file when
 /// ballast started serves after its first pass; any other needs `healthy_threshold` passes.
-async fn check_target(state: Arc<State>, group: String, address: String, at_start: bool) {
-    tokio::time::sleep(Duration::from_millis(random_u64() % FIRST_CHECK_JITTER_MS)).await;
+async fn check_target(state: Arc<State>, group: String, address: String, mut at_start: Option<Sender<()>>) {
+    // Targets known at start are all checked at once, so serving starts with their health
+    // known; later ones are spread out.
+    if at_start.is_none() {
+        tokio::time::sleep(Duration::from_millis(random_u64() % FIRST_CHECK_JITTER_MS)).await;
+    }
     let (mut passes, mut fails) = (0u32, 0u32);
     let mut last_seen: Option<TargetState> = None;
-    let mut first_life = at_start;
+    let mut first_life = at_start.is_some();
     loop {
         let snapshot = state.snapshot();
         let Some(g) = snapshot.target_groups.iter().find(|g| g.name == group) else {
@@ -123,6 +139,9 @@ async fn check_target(state: Arc<State>, group: String, address: String, at_star
             }
         }
         last_seen = Some(stats.state());
+        if let Some(first_round) = at_start.take() {
+            let _ = first_round.send(()).await;
+        }
         tokio::time::sleep(check.interval.get()).await;
     }
 }

@@ -9,17 +9,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::target_group::uptime_ms;
 
-/// Copies until both directions close, or nothing moves for `idle`.
-pub async fn copy_streams<A, B>(a: A, b: B, idle: Duration) -> io::Result<()>
+/// Copies until both directions close, or nothing moves for `idle`; returns the bytes moved.
+pub async fn copy_streams<A, B>(a: A, b: B, idle: Duration) -> io::Result<u64>
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let last = AtomicU64::new(uptime_ms());
+    let moved = AtomicU64::new(0);
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
     let both = async {
-        tokio::try_join!(one_way(&mut a_read, &mut b_write, &last), one_way(&mut b_read, &mut a_write, &last))?;
+        tokio::try_join!(
+            one_way(&mut a_read, &mut b_write, &last, &moved),
+            one_way(&mut b_read, &mut a_write, &last, &moved)
+        )?;
         Ok::<_, io::Error>(())
     };
     let watchdog = async {
@@ -32,12 +36,13 @@ where
         }
     };
     tokio::select! {
-        end = both => end,
-        _ = watchdog => Ok(()),
+        end = both => end?,
+        _ = watchdog => {}
     }
+    Ok(moved.load(Ordering::Relaxed))
 }
 
-async fn one_way<R, W>(from: &mut R, to: &mut W, last: &AtomicU64) -> io::Result<()>
+async fn one_way<R, W>(from: &mut R, to: &mut W, last: &AtomicU64, moved: &AtomicU64) -> io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -50,6 +55,7 @@ where
             return to.shutdown().await;
         }
         last.store(uptime_ms(), Ordering::Relaxed);
+        moved.fetch_add(n as u64, Ordering::Relaxed);
         to.write_all(&buf[..n]).await?;
         to.flush().await?;
     }

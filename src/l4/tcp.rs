@@ -9,8 +9,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::prefixed::read_proxy_header;
+use super::prefixed::Prefixed;
 use super::proxy_protocol::{self, Transport, Version};
-use super::splice::copy_both_ways;
+use super::splice::{copy_both_ways, CopyEnd};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
 use crate::config::{ProxyProtocol, TargetProtocol};
@@ -43,6 +44,7 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
 async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listener(&name) else { return };
+    let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
     listener.metrics.new_connections.inc();
     listener.metrics.active_connections.inc();
     let _open = scopeguard(listener.metrics.active_connections.clone());
@@ -67,17 +69,39 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: A
     };
 
     let ActionPlan::Forward(plan) = listener.router.default_action() else { return };
-    let Some(group) = plan.pick_group().and_then(|i| snapshot.target_groups.get(i)) else { return };
-    let zone = listener.zone.clone();
+    let Some(group_index) = plan.pick_group() else { return };
     let tls = listener.tls.clone();
+    let bytes = listener.metrics.processed_bytes.clone();
+    drop(snapshot);
+
+    // A `tls` listener finishes the client's handshake before a target is chosen.
+    let client_stream = match tls {
+        None => ClientSide::Plain(tcp),
+        Some(tls) => {
+            let accepted =
+                tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(Prefixed::new(early.clone(), tcp)))
+                    .await;
+            match accepted {
+                Ok(Ok(stream)) => ClientSide::Tls(Box::new(stream)),
+                _ => {
+                    state.metrics.tls_handshake_errors.inc();
+                    return;
+                }
+            }
+        }
+    };
+    let early = if matches!(client_stream, ClientSide::Tls(_)) { Vec::new() } else { early };
+
+    let snapshot = state.snapshot();
+    let Some(group) = snapshot.target_groups.get(group_index) else { return };
+    let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
     let flow = flow_hash(client, local, 6);
-    let Some((target_stream, target)) = connect(group, zone.as_deref(), flow).await else {
+    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow).await else {
         tracing::debug!(listener = %name, target_group = %group.name, "no target could be reached");
         return;
     };
     let outstanding = target.stats.start_request();
     let closing = target.stats.closing().clone();
-    let mut target_stream = target_stream;
     let header = match group.settings.proxy_protocol {
         ProxyProtocol::Off => None,
         ProxyProtocol::V1 => Some(proxy_protocol::encode(Version::V1, Transport::Tcp, client, local)),
@@ -91,19 +115,18 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: A
         if let Some(header) = header {
             target_stream.write_all(&header).await?;
         }
-        match (tls, reencrypt) {
-            (None, false) => {
+        match (client_stream, reencrypt) {
+            (ClientSide::Plain(tcp), false) => {
                 target_stream.write_all(&early).await?;
-                copy_both_ways(&tcp, &target_stream, idle).await.map(|_| ())
+                match copy_both_ways(&tcp, &target_stream, idle).await? {
+                    CopyEnd::Closed(up, down) => Ok(up + down + early.len() as u64),
+                    CopyEnd::Idle => Ok(0),
+                }
             }
-            (tls, reencrypt) => {
-                let client_side: Box<dyn Io> = match tls {
-                    Some(tls) => Box::new(
-                        tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp)).await.map_err(
-                            |_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"),
-                        )??,
-                    ),
-                    None => Box::new(super::prefixed::Prefixed::new(early, tcp)),
+            (client_stream, reencrypt) => {
+                let client_side: Box<dyn Io> = match client_stream {
+                    ClientSide::Tls(stream) => stream,
+                    ClientSide::Plain(tcp) => Box::new(Prefixed::new(early, tcp)),
                 };
                 let target_side: Box<dyn Io> = if reencrypt {
                     let host = target_host.rsplit_once(':').map_or(target_host.as_str(), |(h, _)| h);
@@ -119,15 +142,22 @@ async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: A
         }
     };
     tokio::select! {
-        result = copy => {
-            if let Err(e) = result {
-                tracing::debug!(listener = %name, error = %e, "connection ended with an error");
+        result = copy => match result {
+            Ok(moved) => {
+                bytes.inc_by(moved);
             }
-        }
+            Err(e) => tracing::debug!(listener = %name, error = %e, "connection ended with an error"),
+        },
         // The target's draining ended: close what is still open.
         _ = closing.cancelled() => {}
     }
     drop(outstanding);
+}
+
+/// The client's side of an L4 connection: plain TCP (spliced), or TLS ended here.
+enum ClientSide {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>>),
 }
 
 /// Both directions of a stream, boxed.

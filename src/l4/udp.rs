@@ -44,6 +44,11 @@ pub async fn serve(socket: UdpSocket, state: Arc<State>, name: String) {
                 continue;
             }
         };
+        let admitted = state.snapshot().listener(&name).is_some_and(|l| l.ip_rules.admits(client.ip()));
+        if !admitted {
+            state.reject(&name, "ip_denied", client.ip());
+            continue;
+        }
         let existing = flows.lock().unwrap_or_else(|p| p.into_inner()).get(&client).cloned();
         let flow = match existing {
             Some(flow) => flow,

@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::flow_hash;
+use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
 use crate::proxy::{self, answer, own, Client, ElbAnswer, ProxyBody};
 use crate::routing::{ActionPlan, RequestHead};
@@ -59,7 +60,17 @@ async fn decide(
         protocol: client.protocol,
         port: client.listener_port,
     };
-    let plan = match listener.router.route(&head) {
+    let (rule, action) = listener.router.route_rule(&head);
+    let rule_limit = rule.and_then(|p| listener.rule_rate_limits.iter().find(|(q, _)| *q == p)).map(|(_, l)| l);
+    for limit in listener.rate_limit.iter().chain(rule_limit) {
+        if let Err(wait) = limit.check(client.peer.ip()) {
+            state.reject(&listener.name, "rate_limited", client.peer.ip());
+            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address");
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
+            return (response, None);
+        }
+    }
+    let plan = match action {
         ActionPlan::FixedResponse { status, body, content_type } => {
             let mut response =
                 own(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK), ProxyBody::full(body.clone()));

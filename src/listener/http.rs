@@ -40,6 +40,7 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             let Some(listener) = snapshot.listener(&name) else {
                 return;
             };
+            let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
             listener.metrics.new_connections.inc();
             let _open = ConnectionGauge::open(listener.metrics.active_connections.clone());
             let header_timeout = listener.limits.header_timeout.get();

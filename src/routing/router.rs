@@ -23,6 +23,15 @@ impl Router {
         &self.default_action
     }
 
+    /// The priority and action of the first rule whose conditions all match; `None` and the
+    /// default action when none does.
+    pub fn route_rule(&self, head: &RequestHead<'_>) -> (Option<u32>, &ActionPlan) {
+        self.rules
+            .iter()
+            .find(|(_, conditions, _)| conditions.iter().all(|c| c.matches(head)))
+            .map_or((None, &self.default_action), |(priority, _, action)| (Some(*priority), action))
+    }
+
     /// The action of the first rule (by priority) whose conditions all match, else the default.
     pub fn route(&self, head: &RequestHead<'_>) -> &ActionPlan {
         self.rules

@@ -75,7 +75,7 @@ impl Backend {
 
     /// A backend with options.
     pub async fn start_with(name: &str, options: BackendOptions) -> Backend {
-        let socket = TcpListener::bind("127.0.0.1:0").await.expect("backend binds");
+        let socket = bind_std();
         let backend = Backend {
             name: name.to_string(),
             addr: socket.local_addr().expect("bound address"),
@@ -87,7 +87,8 @@ impl Backend {
         };
         let acceptor = options.tls.map(|(cert, key)| super::certs::acceptor(&cert, &key));
         let b = backend.clone();
-        tokio::spawn(async move {
+        runtime().spawn(async move {
+            let socket = TcpListener::from_std(socket).expect("a tokio listener");
             loop {
                 let accepted = tokio::select! {
                     accepted = socket.accept() => accepted,
@@ -267,9 +268,10 @@ fn text(status: StatusCode, body: String) -> Response<Body> {
 
 /// A backend that reads a request head and closes the connection without answering.
 pub async fn start_hang_up() -> SocketAddr {
-    let socket = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let socket = bind_std();
     let addr = socket.local_addr().expect("address");
-    tokio::spawn(async move {
+    runtime().spawn(async move {
+        let socket = TcpListener::from_std(socket).expect("a tokio listener");
         while let Ok((mut tcp, _)) = socket.accept().await {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
@@ -295,4 +297,24 @@ pub async fn closed_port() -> SocketAddr {
     let addr = listener.local_addr().expect("address");
     drop(listener);
     addr
+}
+
+/// The runtime the backends run on: their own, so a test blocked waiting for ballast (or
+/// ballast's health checks at start) never waits on the test's runtime.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("the backends' runtime starts")
+    })
+}
+
+/// A bound, non-blocking loopback listener, ready for `TcpListener::from_std` on `runtime()`.
+fn bind_std() -> std::net::TcpListener {
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("backend binds");
+    socket.set_nonblocking(true).expect("non-blocking");
+    socket
 }
