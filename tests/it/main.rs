@@ -1,6 +1,7 @@
 //! Black-box tests of the ballast binary: real listeners on 127.0.0.1 in front of real
 //! backend servers, driven by real clients.
 
+mod access;
 mod admin;
 mod algorithms;
 mod cli;
