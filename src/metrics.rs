@@ -61,6 +61,14 @@ pub struct Metrics {
     pub tls_handshake_errors: Counter,
     pub target_connection_errors: Family<GroupLabel, Counter>,
     pub elb_responses: Family<CodeLabel, Counter>,
+    pub desync_requests: Family<ClassLabels, Counter>,
+}
+
+/// `{listener, class}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub listener: String,
+    pub class: &'static str,
 }
 
 impl Default for Metrics {
@@ -78,6 +86,7 @@ impl Default for Metrics {
             tls_handshake_errors: Counter::default(),
             target_connection_errors: Family::default(),
             elb_responses: Family::default(),
+            desync_requests: Family::default(),
             registry: Registry::default(),
         };
         // Counter names get `_total` appended by the encoder.
@@ -120,6 +129,11 @@ impl Default for Metrics {
             "Responses the balancer made itself (redirects, fixed responses, errors)",
             m.elb_responses.clone(),
         );
+        registry.register(
+            "ballast_desync_requests",
+            "HTTP/1 requests by desync class (compliant, acceptable, ambiguous, severe)",
+            m.desync_requests.clone(),
+        );
         Metrics { registry, ..m }
     }
 }
@@ -142,6 +156,16 @@ impl Metrics {
                     code_class,
                 })
                 .clone()
+        })
+    }
+}
+
+impl Metrics {
+    /// The desync class counters of one listener, in the order compliant, acceptable,
+    /// ambiguous, severe.
+    pub fn desync_counters(&self, listener: &str) -> [Counter; 4] {
+        ["compliant", "acceptable", "ambiguous", "severe"].map(|class| {
+            self.desync_requests.get_or_create(&ClassLabels { listener: listener.to_string(), class }).clone()
         })
     }
 }

@@ -41,6 +41,8 @@ pub struct ListenerMetrics {
     pub active_connections: Gauge,
     pub new_connections: Counter,
     pub processed_bytes: Counter,
+    /// Requests by desync class: compliant, acceptable, ambiguous, severe.
+    pub desync_classes: [Counter; 4],
     /// Requests by status class, per target group (same index as `Snapshot::target_groups`).
     /// `None` for groups the listener never forwards to.
     pub requests_by_group: Vec<Option<[Counter; 5]>>,
@@ -68,6 +70,8 @@ pub struct ListenerPlan {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// Rules' own rate limits, by rule priority.
     pub rule_rate_limits: Vec<(u32, Arc<RateLimit>)>,
+    /// How strictly HTTP/1 request heads are judged.
+    pub desync_mitigation: config::DesyncMitigation,
     /// Whether connections open with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// How long a connection or flow may stay silent.
@@ -162,12 +166,14 @@ impl Snapshot {
                         Some((rule.priority, guard.rate_limit(&key, r.per_ip, r.burst)))
                     })
                     .collect(),
+                desync_mitigation: l.desync_mitigation,
                 proxy_protocol: l.proxy_protocol,
                 idle_timeout: l.idle_timeout().get(),
                 metrics: ListenerMetrics {
                     active_connections: metrics.active_connections.get_or_create(&listener_label(&l.name)).clone(),
                     new_connections: metrics.new_connections.get_or_create(&listener_label(&l.name)).clone(),
                     processed_bytes: metrics.processed_bytes.get_or_create(&listener_label(&l.name)).clone(),
+                    desync_classes: metrics.desync_counters(&l.name),
                     requests_by_group: target_groups
                         .iter()
                         .map(|g| forwards_to(l, &g.name).then(|| metrics.request_counters(&l.name, &g.name)))

@@ -1,7 +1,10 @@
 //! The guard: what stops bad requests at the balancer — address rules, connection limits,
 //! rate limits, and the desync classification of request heads.
 
+pub mod chunked;
 pub mod connection_limits;
+pub mod head;
+pub mod http1_stream;
 pub mod ip_rules;
 pub mod rate_limit;
 pub mod reject_log;

@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::flow_hash;
+use crate::guard::http1_stream::Decision;
 use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
 use crate::proxy::{self, answer, own, Client, ElbAnswer, ProxyBody};
@@ -14,13 +15,52 @@ use crate::snapshot::{ListenerPlan, Snapshot};
 use crate::state::State;
 use crate::target_group::{stickiness, PickRequest};
 
-/// Serves one request that arrived on listener `name`, and counts it.
-pub async fn handle(state: &State, name: &str, client: Client, req: Request<Incoming>) -> Response<ProxyBody> {
+/// Serves one request that arrived on listener `name`, and counts it. `decision` is what the
+/// guard decided about this request's head (HTTP/1 only).
+pub async fn handle(
+    state: &State,
+    name: &str,
+    client: Client,
+    mut req: Request<Incoming>,
+    decision: Option<Decision>,
+) -> Response<ProxyBody> {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listener(name) else {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "this listener was removed");
     };
-    let (response, group) = decide(state, &snapshot, listener, client, req).await;
+    let close = match decision {
+        Some(Decision::Reject { status, reason }) => {
+            state.reject(&listener.name, reason, client.peer.ip());
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut response = answer(status, &format!("the request was refused ({reason})"));
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            listener.metrics.requests_answered[class_index(status.as_u16())].inc();
+            state.metrics.elb_responses.get_or_create(&CodeLabel { code: status.as_u16() }).inc();
+            return response;
+        }
+        Some(Decision::Forward { close }) => close,
+        None => false,
+    };
+    if let Some(refusal) = check_limits(listener, &req) {
+        state.reject(&listener.name, refusal.1, client.peer.ip());
+        let mut response = answer(refusal.0, &format!("the request was refused ({})", refusal.1));
+        if req.version() != http::Version::HTTP_2 {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        state.metrics.elb_responses.get_or_create(&CodeLabel { code: refusal.0.as_u16() }).inc();
+        return response;
+    }
+    if close {
+        // The guard let an ambiguous request through: neither connection is used again.
+        req.extensions_mut().insert(proxy::CloseAfter);
+    }
+    // The guard passes everything after an upgrade request on untouched; if the upgrade does
+    // not happen, the connection must end with this answer.
+    let upgrade_asked = req.version() == http::Version::HTTP_11 && req.headers().contains_key(header::UPGRADE);
+    let (mut response, group) = decide(state, &snapshot, listener, client, req).await;
+    if close || (upgrade_asked && response.status() != StatusCode::SWITCHING_PROTOCOLS) {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     let own_answer = response.extensions().get::<ElbAnswer>().is_some();
     let counters = match group {
@@ -34,6 +74,21 @@ pub async fn handle(state: &State, name: &str, client: Client, req: Request<Inco
         state.metrics.elb_responses.get_or_create(&CodeLabel { code: status }).inc();
     }
     response
+}
+
+/// The limits every HTTP version gets here (HTTP/1 heads are also held to them by the guard):
+/// the request target's length and a declared body length.
+fn check_limits(listener: &ListenerPlan, req: &Request<Incoming>) -> Option<(StatusCode, &'static str)> {
+    let limits = &listener.limits;
+    let target_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if target_len > limits.max_uri_bytes {
+        return Some((StatusCode::URI_TOO_LONG, "uri_too_long"));
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if limits.max_body_bytes > 0 && declared.is_some_and(|n| n > limits.max_body_bytes) {
+        return Some((StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"));
+    }
+    None
 }
 
 /// Routes the request and answers it; returns the target group index when it was forwarded.

@@ -14,8 +14,10 @@ use tokio_rustls::TlsAcceptor;
 
 use super::counted_io::CountedIo;
 use super::dispatch;
+use crate::guard::http1_stream::{Decisions, GuardSettings, GuardedIo};
 use crate::l4::prefixed::{read_proxy_header, Prefixed};
 use crate::proxy::Client;
+use crate::snapshot::ListenerPlan;
 use crate::state::State;
 
 /// Accepts connections for the listener `name` until the process ends.
@@ -44,6 +46,8 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             listener.metrics.new_connections.inc();
             let _open = ConnectionGauge::open(listener.metrics.active_connections.clone());
             let header_timeout = listener.limits.header_timeout.get();
+            let guard = guard_settings(listener);
+            let max_header_bytes = listener.limits.max_header_bytes;
             let tls = listener.tls.clone();
             let expect_proxy_header = listener.proxy_protocol;
             let tcp = CountedIo::new(tcp, listener.metrics.processed_bytes.clone());
@@ -69,11 +73,22 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
                         return;
                     };
                     let client = Client { peer, protocol: "https", listener_port: local_port };
-                    serve_connection(stream, state, name, client, header_timeout).await;
+                    let conn = Conn { state, name, client, max_header_bytes };
+                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
+                        serve_connection(stream, conn, None).await;
+                    } else {
+                        let decisions = Decisions::default();
+                        let guarded = GuardedIo::new(stream, guard, Arc::clone(&decisions));
+                        serve_connection(guarded, conn, Some(decisions)).await;
+                    }
                 }
                 None => {
                     let client = Client { peer, protocol: "http", listener_port: local_port };
-                    serve_connection(tcp, state, name, client, header_timeout).await;
+                    let conn = Conn { state, name, client, max_header_bytes };
+                    let decisions = Decisions::default();
+                    let guarded = GuardedIo::new(tcp, guard, Arc::clone(&decisions));
+                    serve_connection(guarded, conn, Some(decisions)).await;
                 }
             }
         });
@@ -96,18 +111,46 @@ impl Drop for ConnectionGauge {
     }
 }
 
-async fn serve_connection<S>(stream: S, state: Arc<State>, name: Arc<str>, client: Client, header_timeout: Duration)
+/// What serving one client connection needs.
+struct Conn {
+    state: Arc<State>,
+    name: Arc<str>,
+    client: Client,
+    max_header_bytes: usize,
+}
+
+/// The guard's settings for a listener.
+fn guard_settings(listener: &ListenerPlan) -> GuardSettings {
+    let limits = &listener.limits;
+    GuardSettings {
+        mode: listener.desync_mitigation,
+        max_header_bytes: limits.max_header_bytes,
+        max_uri_bytes: limits.max_uri_bytes,
+        max_body_bytes: limits.max_body_bytes,
+        header_timeout: limits.header_timeout.get(),
+        body_timeout: limits.body_timeout.get(),
+        idle_timeout: listener.idle_timeout,
+        classes: listener.metrics.desync_classes.clone(),
+    }
+}
+
+async fn serve_connection<S>(stream: S, conn: Conn, decisions: Option<Decisions>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn { state, name, client, max_header_bytes } = conn;
     let service = service_fn(move |req| {
         let state = Arc::clone(&state);
         let name = Arc::clone(&name);
-        async move { Ok::<_, Infallible>(dispatch::handle(&state, &name, client, req).await) }
+        // HTTP/1.1 answers in order, so the guard's decisions come in the same order.
+        let decision = decisions.as_ref().and_then(|d| d.lock().unwrap_or_else(|p| p.into_inner()).pop_front());
+        async move { Ok::<_, Infallible>(dispatch::handle(&state, &name, client, req, decision).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    // The guard times heads, bodies and idleness itself (hyper's own header timer would also
+    // cut idle keep-alive connections): hyper's is off.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
+    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     // Errors here are a client going away or speaking nonsense; the connection just ends.
     let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
 }

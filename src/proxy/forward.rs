@@ -14,6 +14,10 @@ use super::upstream::Upstream;
 use crate::config::{ProtocolVersion, TargetProtocol};
 use crate::target_group::{Reason, Target, TargetGroup, TargetState};
 
+/// Marks a request whose connections (client and target) must end with it.
+#[derive(Debug, Clone, Copy)]
+pub struct CloseAfter;
+
 /// Who sent the request, and to which listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Client {
@@ -41,7 +45,12 @@ pub async fn forward(
             parts.headers.insert(header::HOST, value);
         }
     }
+    let close = parts.extensions.get::<CloseAfter>().is_some();
     headers::remove_hop_by_hop(&mut parts.headers, websocket);
+    if close {
+        // Not to be reused: the request was ambiguous, so this connection ends with it.
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     headers::add_forwarded(&mut parts.headers, client.peer.ip(), client.protocol, client.listener_port);
     let scheme = match group.settings.protocol {
         TargetProtocol::Https => Scheme::HTTPS,

@@ -10,5 +10,5 @@ mod upstream;
 
 pub use answer::{answer, own, ElbAnswer};
 pub use body::ProxyBody;
-pub use forward::{forward, Client};
+pub use forward::{forward, Client, CloseAfter};
 pub use upstream::Upstream;

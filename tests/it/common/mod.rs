@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod certs;
 pub mod process;
+pub mod raw_target;
 
 pub use backend::{Backend, BackendOptions};
 pub use certs::TestCa;

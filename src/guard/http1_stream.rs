@@ -1,0 +1,364 @@
+//! The guard in front of HTTP/1.x: reads each request head off the client connection before
+//! hyper sees it, classifies it, applies the listener's desync mode and limits, and hands on
+//! only a normalized head with exactly one framing — or, for a refused request, a stand-in
+//! head whose answer the service looks up in the connection's queue of decisions.
+//!
+//! It follows each body's framing so that it always knows where the next head starts: no byte
+//! of a smuggled second request can pass as part of a body.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use super::chunked::ChunkedBody;
+use super::head::{head_end, inspect, Class, Framing};
+use crate::config::DesyncMitigation;
+
+/// What the service must do with the next request hyper hands it on this connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Serve it; with `close`, end the connection (both sides) after the answer.
+    Forward { close: bool },
+    /// Answer `status` and close: the head hyper sees is only a stand-in.
+    Reject { status: u16, reason: &'static str },
+}
+
+/// The decisions of one connection, in request order (HTTP/1.1 answers in order).
+pub type Decisions = Arc<Mutex<VecDeque<Decision>>>;
+
+/// A well-formed head that stands in for a refused request, so hyper calls the service,
+/// which answers with the refusal.
+const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: ballast.invalid\r\nconnection: close\r\n\r\n";
+
+/// The listener's settings the guard applies.
+#[derive(Debug, Clone)]
+pub struct GuardSettings {
+    pub mode: DesyncMitigation,
+    pub max_header_bytes: usize,
+    pub max_uri_bytes: usize,
+    /// 0: no limit.
+    pub max_body_bytes: u64,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// Requests by class: compliant, acceptable, ambiguous, severe.
+    pub classes: [Counter; 4],
+}
+
+enum Phase {
+    /// Waiting for (more of) a request head.
+    Head,
+    /// Passing a body on: bytes left of a fixed length, or a chunked body.
+    Length(u64),
+    Chunked(ChunkedBody),
+    /// The first bytes were an HTTP/2 preface, or a request asked to upgrade (WebSocket):
+    /// everything after passes untouched. (An upgrade the target refuses closes the
+    /// connection after its answer, so no request follows unguarded.)
+    Tunnel,
+    /// Nothing more is passed on; the client's bytes are read and dropped until it closes,
+    /// so hyper answers the last request and closes (its answer says `Connection: close`).
+    Drain,
+    /// The client closed, or was too slow: hyper reads the end of the stream.
+    Done,
+}
+
+/// A client connection seen through the guard.
+pub struct GuardedIo<S> {
+    inner: S,
+    settings: GuardSettings,
+    decisions: Decisions,
+    phase: Phase,
+    /// Read from the client, not yet handled.
+    raw: Vec<u8>,
+    /// Ready for hyper.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// After the current body, read no more (a close was decided).
+    close_after_body: bool,
+    body_seen: u64,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Whether the current head has begun to arrive (its header timeout runs).
+    started: bool,
+    /// Heads seen on this connection.
+    heads: u64,
+}
+
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+impl<S> GuardedIo<S> {
+    /// Guards `inner`; decisions for the service go to `decisions`.
+    pub fn new(inner: S, settings: GuardSettings, decisions: Decisions) -> Self {
+        GuardedIo {
+            inner,
+            settings,
+            decisions,
+            phase: Phase::Head,
+            raw: Vec::with_capacity(1024),
+            out: Vec::new(),
+            out_pos: 0,
+            close_after_body: false,
+            body_seen: 0,
+            deadline: None,
+            started: false,
+            heads: 0,
+        }
+    }
+
+    fn decide(&mut self, decision: Decision) {
+        self.decisions.lock().unwrap_or_else(|p| p.into_inner()).push_back(decision);
+    }
+
+    fn refuse(&mut self, status: u16, reason: &'static str) {
+        self.decide(Decision::Reject { status, reason });
+        self.out.extend_from_slice(STAND_IN);
+        self.raw.clear();
+        self.phase = Phase::Drain;
+    }
+
+    fn arm(&mut self, after: Duration) {
+        self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+    }
+
+    /// Handles a complete head of `len` bytes at the start of `raw`.
+    fn take_head(&mut self, len: usize) {
+        let verdict = inspect(&self.raw[..len]);
+        self.raw.drain(..len);
+        let class_index = match verdict.class {
+            Class::Compliant => 0,
+            Class::Acceptable => 1,
+            Class::Ambiguous => 2,
+            Class::Severe => 3,
+        };
+        self.settings.classes[class_index].inc();
+        let mode = self.settings.mode;
+        let target_len = verdict.head.split(|&b| b == b' ').nth(1).map_or(0, <[u8]>::len);
+        if target_len > self.settings.max_uri_bytes {
+            return self.refuse(414, "uri_too_long");
+        }
+        if let (Some(status), false) = (verdict.refuse, mode == DesyncMitigation::Monitor) {
+            return self.refuse(status, verdict.reason);
+        }
+        let (forward, close) = match (mode, verdict.class) {
+            // Monitor forwards everything, but a head that may frame its body differently
+            // at the target ends its connection: nothing after it can pass as a request.
+            (DesyncMitigation::Monitor, class) => (true, class >= Class::Ambiguous),
+            (_, Class::Compliant) => (true, false),
+            (DesyncMitigation::Defensive, Class::Acceptable) => (true, false),
+            (DesyncMitigation::Defensive, Class::Ambiguous) => (true, true),
+            _ => (false, true),
+        };
+        if !forward {
+            return self.refuse(400, verdict.reason);
+        }
+        if let Framing::Length(n) = verdict.framing {
+            if self.settings.max_body_bytes > 0 && n > self.settings.max_body_bytes {
+                return self.refuse(413, "body_too_large");
+            }
+        }
+        self.decide(Decision::Forward { close });
+        self.out.extend_from_slice(&verdict.head);
+        self.close_after_body = close;
+        self.body_seen = 0;
+        let upgrade = has_field(&verdict.head, b"upgrade");
+        self.phase = match verdict.framing {
+            Framing::None if upgrade && !close => Phase::Tunnel,
+            Framing::None | Framing::Length(0) => self.after_body(),
+            Framing::Length(n) => Phase::Length(n),
+            Framing::Chunked => Phase::Chunked(ChunkedBody::new()),
+        };
+        if matches!(self.phase, Phase::Length(_) | Phase::Chunked(_)) {
+            self.arm(self.settings.body_timeout);
+        }
+    }
+
+    fn after_body(&mut self) -> Phase {
+        self.deadline = None;
+        if self.close_after_body {
+            Phase::Drain
+        } else {
+            self.started = false;
+            Phase::Head
+        }
+    }
+
+    /// Moves body bytes from `raw` to `out`; an error ends the connection.
+    fn pass_body(&mut self) -> io::Result<()> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        let (take, done) = match &mut self.phase {
+            Phase::Length(left) => {
+                let take = (*left).min(self.raw.len() as u64) as usize;
+                *left -= take as u64;
+                (take, *left == 0)
+            }
+            Phase::Chunked(body) => {
+                let progress =
+                    body.feed(&self.raw).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                (progress.consumed, progress.done)
+            }
+            _ => return Ok(()),
+        };
+        self.body_seen += take as u64;
+        if self.settings.max_body_bytes > 0 && self.body_seen > self.settings.max_body_bytes {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "request body over max_body_bytes"));
+        }
+        self.out.extend(self.raw.drain(..take));
+        if done {
+            self.phase = self.after_body();
+        } else {
+            self.arm(self.settings.body_timeout);
+        }
+        Ok(())
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.out_pos < this.out.len() {
+                let n = buf.remaining().min(this.out.len() - this.out_pos);
+                buf.put_slice(&this.out[this.out_pos..this.out_pos + n]);
+                this.out_pos += n;
+                if this.out_pos == this.out.len() {
+                    this.out.clear();
+                    this.out_pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.phase {
+                Phase::Done => return Poll::Ready(Ok(())),
+                Phase::Drain => {
+                    let mut scratch = [0u8; 4096];
+                    let mut sink = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut this.inner).poll_read(cx, &mut sink)? {
+                        Poll::Ready(()) if sink.filled().is_empty() => return Poll::Ready(Ok(())),
+                        Poll::Ready(()) => {
+                            this.raw.clear();
+                            continue;
+                        }
+                        Poll::Pending => return Poll::Pending,
+                    }
+                }
+                Phase::Tunnel => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::Head => {
+                    if !this.started && this.raw.is_empty() && this.deadline.is_none() {
+                        this.arm(this.settings.idle_timeout);
+                    }
+                    if this.handle_head() {
+                        continue;
+                    }
+                }
+                Phase::Length(_) | Phase::Chunked(_) => {
+                    if !this.raw.is_empty() {
+                        this.pass_body()?;
+                        continue;
+                    }
+                }
+            }
+            // Need bytes from the client. Bytes already waiting are taken even when the
+            // deadline has passed (hyper may not have asked while it wrote a long answer);
+            // the deadline ends the connection only when the client has sent nothing.
+            let mut chunk = [0u8; 16 * 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            if Pin::new(&mut this.inner).poll_read(cx, &mut read)?.is_pending() {
+                if let Some(deadline) = this.deadline.as_mut() {
+                    if deadline.as_mut().poll(cx).is_ready() {
+                        // Too slow (slowloris, a stalled body) or idle too long: the
+                        // connection ends, and hyper with it.
+                        this.phase = Phase::Done;
+                        this.deadline = None;
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow or idle")));
+                    }
+                }
+                return Poll::Pending;
+            }
+            let got = read.filled();
+            if got.is_empty() {
+                // The client closed: pass the end on (an unfinished head or body ends there).
+                this.phase = Phase::Done;
+                return Poll::Ready(Ok(()));
+            }
+            if matches!(this.phase, Phase::Head) && !this.started {
+                this.started = true;
+                this.arm(this.settings.header_timeout);
+            }
+            this.raw.extend_from_slice(got);
+        }
+    }
+}
+
+impl<S> GuardedIo<S> {
+    /// Acts on the bytes of a head read so far; `false` when more bytes are needed.
+    fn handle_head(&mut self) -> bool {
+        if self.raw.is_empty() {
+            return false;
+        }
+        // Only the very first bytes of a connection can be an HTTP/2 preface (h2c).
+        if self.heads == 0 {
+            let n = self.raw.len().min(HTTP2_PREFACE.len());
+            if self.raw[..n] == HTTP2_PREFACE[..n] {
+                if n < HTTP2_PREFACE.len() {
+                    return false;
+                }
+                self.phase = Phase::Tunnel;
+                self.deadline = None;
+                self.out = std::mem::take(&mut self.raw);
+                return true;
+            }
+        }
+        match head_end(&self.raw) {
+            Some(len) if len > self.settings.max_header_bytes => self.refuse(431, "header_too_large"),
+            Some(len) => {
+                self.heads += 1;
+                self.take_head(len);
+            }
+            None if self.raw.len() > self.settings.max_header_bytes => self.refuse(431, "header_too_large"),
+            None if first_line_len(&self.raw) > self.settings.max_uri_bytes + 32 => self.refuse(414, "uri_too_long"),
+            None => return false,
+        }
+        true
+    }
+}
+
+/// Whether a normalized head (lower-case `name:` at line starts) has field `name`.
+fn has_field(head: &[u8], name: &[u8]) -> bool {
+    head.split(|&b| b == b'\n').skip(1).any(|line| {
+        line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name) && line[name.len()] == b':'
+    })
+}
+
+fn first_line_len(raw: &[u8]) -> usize {
+    raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len())
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
