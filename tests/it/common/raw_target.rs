@@ -365,7 +365,10 @@ pub async fn connect_from(source: IpAddr, to: SocketAddr) -> TcpStream {
     }
     .expect("a socket");
     socket.bind(SocketAddr::new(source, 0)).expect("binds a loopback source address");
-    socket.connect(to).await.expect("connects to ballast")
+    tokio::time::timeout(Duration::from_secs(10), socket.connect(to))
+        .await
+        .expect("connects within 10 s")
+        .expect("connects to ballast")
 }
 
 /// Sends `wire` on `stream` while reading every answer (see `read_answers`). The write side
