@@ -170,6 +170,24 @@ impl Metrics {
     }
 }
 
+/// Holds a gauge one higher while alive (an open connection, a flow).
+#[derive(Debug)]
+pub struct GaugeGuard(Gauge);
+
+impl GaugeGuard {
+    /// Raises `gauge` by one until the guard is dropped.
+    pub fn inc(gauge: Gauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// The index of a status' class in `request_counters`.
 pub fn class_index(status: u16) -> usize {
     usize::from((status / 100).clamp(1, 5) - 1)

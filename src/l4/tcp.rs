@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::prefixed::read_proxy_header;
@@ -15,6 +15,7 @@ use super::splice::{copy_both_ways, CopyEnd};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
 use crate::config::{ProxyProtocol, TargetProtocol};
+use crate::metrics::GaugeGuard;
 use crate::routing::ActionPlan;
 use crate::state::State;
 use crate::target_group::{PickRequest, Reason, Target, TargetGroup, TargetState};
@@ -24,30 +25,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many targets one client connection may try before it is closed.
 const CONNECT_ATTEMPTS: usize = 3;
 
-/// Accepts connections for the `tcp` or `tls` listener `name` until the process ends.
-pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
-    let name: Arc<str> = name.into();
-    loop {
-        let (tcp, peer) = match socket.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        tokio::spawn(connection(tcp, peer, Arc::clone(&state), Arc::clone(&name)));
-    }
-}
-
-async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) {
+/// Serves one connection accepted by the `tcp` or `tls` listener `name`.
+pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listener(&name) else { return };
     let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
     listener.metrics.new_connections.inc();
-    listener.metrics.active_connections.inc();
-    let _open = scopeguard(listener.metrics.active_connections.clone());
+    let _open = GaugeGuard::inc(listener.metrics.active_connections.clone());
     let local = tcp.local_addr().unwrap_or(peer);
     let header_timeout = listener.limits.header_timeout.get();
     let idle = listener.idle_timeout;
@@ -183,15 +167,4 @@ async fn connect<'g>(group: &'g TargetGroup, zone: Option<&str>, flow: u64) -> O
         }
     }
     None
-}
-
-/// Decrements a gauge when dropped.
-fn scopeguard(gauge: prometheus_client::metrics::gauge::Gauge) -> impl Drop {
-    struct Guard(prometheus_client::metrics::gauge::Gauge);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            self.0.dec();
-        }
-    }
-    Guard(gauge)
 }

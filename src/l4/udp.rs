@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use crate::balance::flow_hash;
-use crate::metrics::RejectLabels;
+use crate::metrics::{GaugeGuard, RejectLabels};
 use crate::routing::ActionPlan;
 use crate::state::State;
 use crate::target_group::{uptime_ms, OutstandingGuard, PickRequest};
@@ -105,8 +105,7 @@ async fn open_flow(
     let flow = Arc::new(Flow { socket: Arc::new(socket), last: AtomicU64::new(uptime_ms()) });
     flows.lock().unwrap_or_else(|p| p.into_inner()).insert(client, Arc::clone(&flow));
     plan.metrics.new_connections.inc();
-    plan.metrics.active_connections.inc();
-    let gauge = plan.metrics.active_connections.clone();
+    let gauge = GaugeGuard::inc(plan.metrics.active_connections.clone());
     let idle = plan.idle_timeout;
     let outstanding = target.stats.start_request();
     tokio::spawn(relay_replies(
@@ -129,7 +128,7 @@ async fn relay_replies(
     flows: Flows,
     idle: Duration,
     outstanding: OutstandingGuard,
-    gauge: prometheus_client::metrics::gauge::Gauge,
+    gauge: GaugeGuard,
 ) {
     let closing = outstanding.stats().closing().clone();
     let mut buf = vec![0u8; MAX_DATAGRAM];
@@ -152,6 +151,6 @@ async fn relay_replies(
         }
     }
     flows.lock().unwrap_or_else(|p| p.into_inner()).remove(&client);
-    gauge.dec();
+    drop(gauge);
     drop(outstanding);
 }

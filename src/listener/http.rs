@@ -2,12 +2,10 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -16,6 +14,7 @@ use super::counted_io::CountedIo;
 use super::dispatch;
 use crate::guard::http1_stream::{Decisions, GuardSettings, GuardedIo};
 use crate::l4::prefixed::{read_proxy_header, Prefixed};
+use crate::metrics::GaugeGuard;
 use crate::proxy::Client;
 use crate::snapshot::ListenerPlan;
 use crate::state::State;
@@ -23,17 +22,8 @@ use crate::state::State;
 /// Accepts connections for the listener `name` until the process ends.
 pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
     let name: Arc<str> = name.into();
-    loop {
-        let (tcp, peer) = match socket.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors or a connection reset before accept: back off briefly.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    let accepting = Arc::clone(&name);
+    super::accept::accept_each(socket, &accepting, |tcp, peer| {
         let local_port = tcp.local_addr().map_or(0, |a| a.port());
         let state = Arc::clone(&state);
         let name = Arc::clone(&name);
@@ -44,7 +34,7 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             };
             let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
             listener.metrics.new_connections.inc();
-            let _open = ConnectionGauge::open(listener.metrics.active_connections.clone());
+            let _open = GaugeGuard::inc(listener.metrics.active_connections.clone());
             let header_timeout = listener.limits.header_timeout.get();
             let guard = guard_settings(listener);
             let max_header_bytes = listener.limits.max_header_bytes;
@@ -92,23 +82,8 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
                 }
             }
         });
-    }
-}
-
-/// Counts one open client connection on a listener until dropped.
-struct ConnectionGauge(Gauge);
-
-impl ConnectionGauge {
-    fn open(gauge: Gauge) -> Self {
-        gauge.inc();
-        ConnectionGauge(gauge)
-    }
-}
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
+    })
+    .await;
 }
 
 /// What serving one client connection needs.

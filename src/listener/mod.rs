@@ -1,5 +1,6 @@
 //! Accept loops, one per listener, by protocol; kept in step with the config across reloads.
 
+mod accept;
 mod counted_io;
 mod dispatch;
 pub mod http;
@@ -76,7 +77,17 @@ impl Listeners {
                     let (scheme, task) = match protocol {
                         ListenerProtocol::Tcp | ListenerProtocol::Tls => {
                             let scheme = if protocol == ListenerProtocol::Tls { "tls" } else { "tcp" };
-                            (scheme, tokio::spawn(crate::l4::tcp::serve(socket, Arc::clone(state), l.name.clone())))
+                            let (state, name) = (Arc::clone(state), Arc::<str>::from(l.name.as_str()));
+                            let task = async move {
+                                let accepting = Arc::clone(&name);
+                                accept::accept_each(socket, &accepting, |tcp, peer| {
+                                    let task =
+                                        crate::l4::tcp::connection(tcp, peer, Arc::clone(&state), Arc::clone(&name));
+                                    tokio::spawn(task);
+                                })
+                                .await;
+                            };
+                            (scheme, tokio::spawn(task))
                         }
                         _ => {
                             let scheme = if protocol.terminates_tls() { "https" } else { "http" };

@@ -56,7 +56,10 @@ pub async fn forward(
         TargetProtocol::Https => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
-    let Ok(uri) = target_uri(scheme, &target.authority, parts.uri.path_and_query()) else {
+    let Some(authority) = target.parsed_authority.clone() else {
+        return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
+    };
+    let Ok(uri) = target_uri(scheme, authority, parts.uri.path_and_query()) else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
     parts.uri = uri;
@@ -109,8 +112,7 @@ pub async fn forward(
     response.map(|body| ProxyBody::Upstream { body, outstanding: Some(outstanding) })
 }
 
-fn target_uri(scheme: Scheme, authority: &str, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
-    let authority: Authority = authority.parse()?;
+fn target_uri(scheme: Scheme, authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
     let path = path.cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     Uri::builder().scheme(scheme).authority(authority).path_and_query(path).build()
 }

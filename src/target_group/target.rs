@@ -202,6 +202,8 @@ pub struct Target {
     pub address: String,
     /// `host:port` to connect to, with brackets around IPv6 hosts.
     pub authority: String,
+    /// `authority`, parsed once for the request URIs sent to the target.
+    pub parsed_authority: Option<http::uri::Authority>,
     pub weight: u32,
     pub zone: Option<String>,
     pub stats: Arc<TargetStats>,
@@ -217,6 +219,7 @@ impl Target {
         Some(Target {
             stats: registry.stats(group, &t.address),
             connections: registry.connections(&authority),
+            parsed_authority: authority.parse().ok(),
             address: t.address.clone(),
             authority,
             weight: t.weight,

@@ -934,7 +934,7 @@ async fn a_sighup_right_after_startup_reloads_rather_than_kills() {
 async fn presented_certificate(ca: &TestCa, addr: std::net::SocketAddr, sni: &str) -> Vec<u8> {
     let mut config = ca.client_config(&[]);
     // Inspect whichever certificate comes back, even one for another name.
-    config.dangerous().set_certificate_verifier(Arc::new(AcceptAny));
+    config.dangerous().set_certificate_verifier(Arc::new(crate::common::certs::AcceptAny));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let tls = tokio::time::timeout(
         DEADLINE,
@@ -1008,40 +1008,4 @@ default_action = {}
     let response = client.get(format!("https://b.test:{}/", addr.port())).send().await.expect("an https answer");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "web");
-}
-
-/// Accepts any server certificate, to look at the one presented.
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }

@@ -54,7 +54,7 @@ targets = [{}]
 async fn handshake(site: &Site, sni: &str, alpn: &[&[u8]]) -> (Vec<u8>, Option<Vec<u8>>) {
     let mut config = site.ca.client_config(alpn);
     // Inspect whichever certificate comes back, even one for another name.
-    config.dangerous().set_certificate_verifier(Arc::new(AcceptAny));
+    config.dangerous().set_certificate_verifier(Arc::new(crate::common::certs::AcceptAny));
     let tcp = TcpStream::connect(site.ballast.addr("tls")).await.unwrap();
     let tls = TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
@@ -107,39 +107,4 @@ async fn https_requests_reach_the_target_over_h2_and_http11() {
     let resp = http1.get(format!("https://alpha.test:{}/", addr.port())).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.text().await.unwrap(), "app");
-}
-
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms.supported_schemes()
-    }
 }

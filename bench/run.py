@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""Runs ballast, HAProxy and NGINX in turn (A B C, A B C, ...) on the same workloads and
+prints, per workload, the median requests per second, p50 and p99 latency and peak memory of
+each, with the ratios ballast/HAProxy and ballast/NGINX. Direct-to-backend runs give the limit.
+
+Workloads (each at 1 worker thread and at all cores):
+  a  HTTP/1.1 keep-alive, small responses, 64 connections            (wrk)
+  b  a new connection per request                                     (wrk, Connection: close)
+  c1 HTTPS full handshakes per second (no resumption)                 (wrk, Connection: close)
+  c2 HTTPS keep-alive                                                 (wrk)
+  d  HTTP/2 over TLS, 100 concurrent streams                          (h2load)
+  e1 L4 TCP: one 1 GiB transfer                                       (python client and sink)
+  e2 L4 TCP: new connections per second                               (wrk, Connection: close)
+  f  10,000 idle keep-alive client connections: memory held           (python asyncio)
+Started by bench/run.sh, which installs the tools and builds ballast.
+"""
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BALLAST = os.path.join(ROOT, "target", "release", "ballast")
+OUT = os.path.join(ROOT, "bench", "out")
+HTTP, HTTPS, TCP, BULK = 18080, 18443, 18090, 18091
+BACKENDS = [18081, 18082, 18083]
+SINK = 18095
+QUICK = "--quick" in sys.argv
+DURATION = 3 if QUICK else 8
+ROUNDS = 1 if QUICK else 3
+# 10,000, unless the open-file limit (which every proxy needs about two of per connection)
+# cannot allow it.
+_HARD_FDS = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]
+IDLE_CONNECTIONS = 2000 if QUICK else min(10000, _HARD_FDS // 2 - 200)
+BULK_BYTES = (256 if QUICK else 1024) * 1024 * 1024
+CORES = os.cpu_count() or 1
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def wait_port_free(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    return False
+
+
+def tree_pids(pid):
+    """The process and its children (NGINX workers)."""
+    pids = [pid]
+    try:
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+        pids += [int(p) for p in out.split()]
+    except OSError:
+        pass
+    return pids
+
+
+def memory_kib(pid, field):
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+# ---------------------------------------------------------------- configs
+
+def certificate(work):
+    cert, key = os.path.join(work, "cert.pem"), os.path.join(work, "key.pem")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench.test",
+         "-addext", "subjectAltName=DNS:bench.test,IP:127.0.0.1", "-keyout", key, "-out", cert],
+        check=True, capture_output=True)
+    combined = os.path.join(work, "combined.pem")
+    with open(combined, "w") as out:
+        out.write(open(cert).read() + open(key).read())
+    return cert, key, combined
+
+
+def ballast_config(work, threads, cert, key):
+    targets = ", ".join(f'{{ address = "127.0.0.1:{p}" }}' for p in BACKENDS)
+    path = os.path.join(work, "ballast.toml")
+    with open(path, "w") as f:
+        f.write(f"""
+[runtime]
+worker_threads = {threads}
+
+[[certificates]]
+name = "bench"
+cert = "{cert}"
+key = "{key}"
+
+[[listeners]]
+name = "http"
+protocol = "http"
+bind = "127.0.0.1:{HTTP}"
+default_action = {{ type = "forward", target_group = "web" }}
+
+[[listeners]]
+name = "https"
+protocol = "https"
+bind = "127.0.0.1:{HTTPS}"
+certificates = ["bench"]
+default_action = {{ type = "forward", target_group = "web" }}
+
+[[listeners]]
+name = "tcp"
+protocol = "tcp"
+bind = "127.0.0.1:{TCP}"
+default_action = {{ type = "forward", target_group = "tcpweb" }}
+
+[[listeners]]
+name = "bulk"
+protocol = "tcp"
+bind = "127.0.0.1:{BULK}"
+default_action = {{ type = "forward", target_group = "bulk" }}
+
+[[target_groups]]
+name = "web"
+targets = [{targets}]
+
+[[target_groups]]
+name = "tcpweb"
+protocol = "tcp"
+targets = [{targets}]
+
+[[target_groups]]
+name = "bulk"
+protocol = "tcp"
+targets = [{{ address = "127.0.0.1:{SINK}" }}]
+""")
+    return [BALLAST, "run", "-c", path], {"BALLAST_LOG": "error"}
+
+
+def haproxy_config(work, threads, combined):
+    servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
+    path = os.path.join(work, "haproxy.cfg")
+    with open(path, "w") as f:
+        f.write(f"""
+global
+    nbthread {threads}
+    maxconn {IDLE_CONNECTIONS + 100}
+    tune.ssl.default-dh-param 2048
+
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+    option http-keep-alive
+    option forwardfor
+
+frontend http
+    bind 127.0.0.1:{HTTP}
+    default_backend web
+
+frontend https
+    bind 127.0.0.1:{HTTPS} ssl crt {combined} alpn h2,http/1.1
+    default_backend web
+
+backend web
+    balance roundrobin
+{servers}
+
+frontend tcp
+    mode tcp
+    bind 127.0.0.1:{TCP}
+    default_backend tcpweb
+
+backend tcpweb
+    mode tcp
+    balance roundrobin
+{servers}
+
+frontend bulk
+    mode tcp
+    bind 127.0.0.1:{BULK}
+    default_backend bulk
+
+backend bulk
+    mode tcp
+    server sink 127.0.0.1:{SINK}
+""")
+    return ["haproxy", "-db", "-f", path], {}
+
+
+def nginx_config(work, threads, cert, key):
+    servers = "\n".join(f"        server 127.0.0.1:{p};" for p in BACKENDS)
+    path = os.path.join(work, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(f"""
+load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+master_process on;
+worker_processes {threads};
+worker_rlimit_nofile 65536;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log error;
+events {{ worker_connections 30000; }}
+http {{
+    access_log off;
+    upstream web {{
+{servers}
+        keepalive 128;
+    }}
+    server {{
+        listen 127.0.0.1:{HTTP};
+        listen 127.0.0.1:{HTTPS} ssl http2;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_session_cache off;
+        ssl_session_tickets off;
+        keepalive_requests 10000000;
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+stream {{
+    upstream tcpweb {{
+{servers}
+    }}
+    proxy_half_close on;
+    server {{ listen 127.0.0.1:{TCP}; proxy_pass tcpweb; }}
+    server {{ listen 127.0.0.1:{BULK}; proxy_pass 127.0.0.1:{SINK}; }}
+}}
+""")
+    return ["nginx", "-c", path, "-p", work], {}
+
+
+def backend_config(work):
+    path = os.path.join(work, "backends.conf")
+    listens = "\n".join(f"        listen 127.0.0.1:{p} reuseport;" for p in BACKENDS)
+    with open(path, "w") as f:
+        f.write(f"""
+daemon off;
+worker_processes 1;
+pid {work}/backends.pid;
+error_log {work}/backends-error.log error;
+events {{ worker_connections 30000; }}
+http {{
+    access_log off;
+    keepalive_requests 10000000;
+    server {{
+{listens}
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+""")
+    return ["nginx", "-c", path, "-p", work]
+
+
+# ---------------------------------------------------------------- load
+
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_latency(text, pct):
+    m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+    return float(m.group(1)) * UNITS[m.group(2)] if m else None
+
+
+def wrk(url, connections=64, close=False):
+    cmd = ["wrk", "-t", "2", "-c", str(connections), "-d", f"{DURATION}s", "--latency"]
+    if close:
+        cmd += ["-H", "Connection: close"]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=DURATION + 60).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": parse_latency(out, 50),
+        "p99": parse_latency(out, 99),
+        "errors": int(errors.group(1)) if errors else 0,
+    }
+
+
+def h2load(url):
+    cmd = ["h2load", "-c", "10", "-m", "100", "-D", str(DURATION), "--warm-up-time=1", url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=DURATION + 60).stdout
+    rps = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    return {
+        "rps": float(rps.group(1)) if rps else 0.0,
+        "p50": float(mean.group(1)) * UNITS[mean.group(2)] if mean else None,  # h2load gives the mean
+        "p99": None,
+        "errors": 0,
+    }
+
+
+def sink_server():
+    """A TCP sink on SINK: reads a connection to its end, then answers with the byte count."""
+    code = f"""
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", {SINK})); s.listen(128)
+def serve(c):
+    buf = bytearray(1 << 20); total = 0
+    while True:
+        n = c.recv_into(buf)
+        if not n: break
+        total += n
+    c.sendall(str(total).encode()); c.close()
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def bulk_transfer(port):
+    chunk = b"x" * (1 << 20)
+    started = time.time()
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        for _ in range(BULK_BYTES // len(chunk)):
+            s.sendall(chunk)
+        s.shutdown(socket.SHUT_WR)
+        answer = s.recv(64)
+    elapsed = time.time() - started
+    ok = answer.decode(errors="replace").strip() == str(BULK_BYTES)
+    return {"rps": (BULK_BYTES / elapsed / 1e6) if ok else 0.0, "p50": elapsed * 1000, "p99": None,
+            "errors": 0 if ok else 1}
+
+
+async def hold_idle(port, n):
+    conns = []
+    sem = asyncio.Semaphore(500)
+
+    async def one():
+        async with sem:
+            try:
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+                await w.drain()
+                await asyncio.wait_for(r.readuntil(b"ok\n"), 10)
+                conns.append(w)
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError):
+                pass
+    await asyncio.gather(*(one() for _ in range(n)))
+    return conns
+
+
+def idle_memory(proxy_pid, port):
+    before = memory_kib(proxy_pid, "VmRSS")
+    loop = asyncio.new_event_loop()
+    conns = loop.run_until_complete(hold_idle(port, IDLE_CONNECTIONS))
+    time.sleep(1.0)
+    after = memory_kib(proxy_pid, "VmRSS")
+    for w in conns:
+        w.close()
+    loop.run_until_complete(asyncio.sleep(0.5))
+    loop.close()
+    held = len(conns)
+    per_conn = (after - before) * 1024 / held if held else 0
+    return {"rps": per_conn, "p50": None, "p99": None, "errors": IDLE_CONNECTIONS - held, "held": held,
+            "kib": after - before}
+
+
+WORKLOADS = [
+    ("a", "HTTP/1.1 keep-alive, 64 conns", lambda pid: wrk(f"http://127.0.0.1:{HTTP}/")),
+    ("b", "new connection per request", lambda pid: wrk(f"http://127.0.0.1:{HTTP}/", close=True)),
+    ("c1", "HTTPS handshakes (no resumption)", lambda pid: wrk(f"https://127.0.0.1:{HTTPS}/", close=True)),
+    ("c2", "HTTPS keep-alive", lambda pid: wrk(f"https://127.0.0.1:{HTTPS}/")),
+    ("d", "HTTP/2, 100 streams x 10 conns", lambda pid: h2load(f"https://127.0.0.1:{HTTPS}/")),
+    ("e1", "L4 TCP 1 GiB transfer (MB/s)", lambda pid: bulk_transfer(BULK)),
+    ("e2", "L4 TCP new connections", lambda pid: wrk(f"http://127.0.0.1:{TCP}/", close=True)),
+    ("f", f"{IDLE_CONNECTIONS} idle conns (bytes/conn)", lambda pid: idle_memory(pid, HTTP)),
+]
+
+DIRECT = {
+    "a": lambda: wrk(f"http://127.0.0.1:{BACKENDS[0]}/"),
+    "b": lambda: wrk(f"http://127.0.0.1:{BACKENDS[0]}/", close=True),
+    "e1": lambda: bulk_transfer(SINK),
+}
+
+
+def start(cmd, env):
+    for port in (HTTP, HTTPS, TCP, BULK):
+        wait_port_free(port)
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for port in (HTTP, HTTPS, TCP, BULK):
+        if not wait_port(port):
+            proc.kill()
+            raise RuntimeError(f"{cmd[0]} did not open port {port}")
+    time.sleep(0.5)
+    return proc
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:,.{digits}f}"
+
+
+def main():
+    os.makedirs(OUT, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="ballast-bench-")
+    cert, key, combined = certificate(work)
+    backends = subprocess.Popen(backend_config(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sink = sink_server()
+    for port in BACKENDS + [SINK]:
+        wait_port(port)
+    results = {}
+    try:
+        for threads in sorted({1, CORES}):
+            proxies = {
+                "ballast": ballast_config(work, threads, cert, key),
+                "haproxy": haproxy_config(work, threads, combined),
+                "nginx": nginx_config(work, threads, cert, key),
+            }
+            for key_, run in DIRECT.items():
+                results.setdefault((threads, key_, "direct"), []).append(run())
+            for rnd in range(ROUNDS):
+                for name, (cmd, env) in proxies.items():
+                    proc = start(cmd, env)
+                    try:
+                        for key_, _, run in WORKLOADS:
+                            if key_ == "f":
+                                # Memory per idle connection is measured on a fresh process, so
+                                # no pool filled by earlier workloads hides the cost.
+                                stop(proc)
+                                proc = start(cmd, env)
+                            r = run(proc.pid)
+                            r["peak_kib"] = memory_kib(proc.pid, "VmHWM")
+                            results.setdefault((threads, key_, name), []).append(r)
+                            print(f"threads={threads} round={rnd + 1} {name:8} {key_:3} "
+                                  f"{fmt(r['rps'])} p50={fmt(r['p50'], 2)} p99={fmt(r['p99'], 2)} "
+                                  f"peak={r['peak_kib']} KiB errors={r['errors']}", flush=True)
+                    finally:
+                        stop(proc)
+    finally:
+        backends.terminate()
+        sink.terminate()
+        shutil.rmtree(work, ignore_errors=True)
+
+    lines = report(results)
+    text = "\n".join(lines)
+    print(text)
+    with open(os.path.join(OUT, "latest.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(OUT, "latest.json"), "w") as f:
+        json.dump({f"{t}/{k}/{n}": v for (t, k, n), v in results.items()}, f, indent=1)
+
+
+def median(runs, field):
+    values = [r[field] for r in runs if r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def report(results):
+    lines = [
+        f"Machine: {CORES} cores; {time.strftime('%Y-%m-%d')}; rounds: {ROUNDS}; duration {DURATION}s per run.",
+        "rps is requests/s (e1: MB/s; f: bytes held per idle connection, lower is better); "
+        "p50/p99 in ms (d: mean); peak = VmHWM of the proxy (all its processes) in MiB.",
+        "",
+    ]
+    for threads in sorted({1, CORES}):
+        lines += [
+            f"### {threads} worker thread{'s' if threads > 1 else ''}",
+            "",
+            "| workload | proxy | rps | p50 | p99 | peak MiB | rps vs HAProxy | rps vs NGINX | p99 vs HAProxy |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for key_, label, _ in WORKLOADS:
+            med = {}
+            for name in ("ballast", "haproxy", "nginx", "direct"):
+                runs = results.get((threads, key_, name))
+                if not runs:
+                    continue
+                med[name] = {f: median(runs, f) for f in ("rps", "p50", "p99", "peak_kib")}
+            for name, m in med.items():
+                cells = [f"{key_} {label}" if name == "ballast" else "", name, fmt(m["rps"]), fmt(m["p50"], 2),
+                         fmt(m["p99"], 2), fmt((m["peak_kib"] or 0) / 1024) if m["peak_kib"] else "-"]
+                if name == "ballast":
+                    h, n = med.get("haproxy", {}), med.get("nginx", {})
+                    cells += [fmt(ratio(m["rps"], h.get("rps")), 2), fmt(ratio(m["rps"], n.get("rps")), 2),
+                              fmt(ratio(m["p99"], h.get("p99")), 2)]
+                else:
+                    cells += ["", "", ""]
+                lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
