@@ -35,7 +35,7 @@ HTTP, HTTPS, TCP, BULK = 18080, 18443, 18090, 18091
 BACKENDS = [18081, 18082, 18083]
 SINK = 18095
 QUICK = "--quick" in sys.argv
-DURATION = 3 if QUICK else 8
+DURATION = 3 if QUICK else 5
 ROUNDS = 1 if QUICK else 3
 # 10,000, unless the open-file limit (which every proxy needs about two of per connection)
 # cannot allow it.

@@ -64,6 +64,12 @@ fn check_listener(p: &mut Problems, config: &Config, at: &str, l: &Listener) {
         if !l.rules.is_empty() {
             p.push((format!("{at}.rules"), "only http and https listeners have rules".into()));
         }
+        if l.rate_limit.is_some() {
+            p.push((
+                format!("{at}.rate_limit"),
+                "rate limits count HTTP requests: only http and https listeners take them".into(),
+            ));
+        }
         if l.proxy_protocol && l.protocol == ListenerProtocol::Udp {
             p.push((format!("{at}.proxy_protocol"), "udp listeners cannot receive PROXY headers".into()));
         }

@@ -101,7 +101,7 @@ impl<S> GuardedIo<S> {
             settings,
             decisions,
             phase: Phase::Head,
-            raw: Vec::with_capacity(1024),
+            raw: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
             close_after_body: false,
@@ -271,6 +271,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
             let mut chunk = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut chunk);
             if Pin::new(&mut this.inner).poll_read(cx, &mut read)?.is_pending() {
+                if matches!(this.phase, Phase::Head) && this.raw.is_empty() {
+                    // Waiting for the next request may last long on a keep-alive
+                    // connection: hold no buffer meanwhile.
+                    this.raw = Vec::new();
+                    this.out = Vec::new();
+                }
                 if let Some(deadline) = this.deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
                         // Too slow (slowloris, a stalled body) or idle too long: the

@@ -383,3 +383,24 @@ async fn l4_groups_get_tcp_health_checks_by_default() {
         assert!(answer.starts_with("alive "), "{answer}");
     }
 }
+
+#[tokio::test]
+async fn an_idle_udp_flow_ends_and_frees_its_place() {
+    let target = start_udp_echo("a").await;
+    let config = udp_config(&[target], 1).replace("  max_flows = 1", "  max_flows = 1\n  idle_timeout = \"300ms\"");
+    let ballast = Ballast::start(&config);
+    let listener = ballast.addr("udp");
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert!(ask(&first, listener, "one").await.is_some());
+    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert_eq!(ask(&second, listener, "two").await, None, "the table of one flow is full");
+    // Once the first flow has been quiet for its idle timeout, the place is free again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        if ask(&second, listener, "two again").await.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the idle flow never ended");
+    }
+}
