@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod guard;
 pub mod health;
+mod io_delegate;
 pub mod l4;
 pub mod listener;
 pub mod metrics;

@@ -1,13 +1,17 @@
 //! Who may come in and how often: allow/deny rules, connection limits and rate limits, on L7
 //! and L4 listeners, each rejection counted by reason.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
+use crate::common::raw_target::connect_from;
 use crate::common::{http_client, Backend, Ballast};
+
+fn ip(text: &str) -> std::net::IpAddr {
+    text.parse().expect("an address")
+}
 
 fn config(listener_extra: &str, rules: &str, backend: &Backend) -> String {
     format!(
@@ -29,12 +33,6 @@ targets = [{}]
 "#,
         backend.target()
     )
-}
-
-async fn connect_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
 }
 
 /// Sends one request on `stream` and returns the status line, or `None` if the connection
@@ -68,9 +66,9 @@ deny = ["127.0.0.2/32"]"#,
         "",
         &backend,
     ));
-    let mut allowed = connect_from("127.0.0.1", ballast.addr("web")).await;
+    let mut allowed = connect_from(ip("127.0.0.1"), ballast.addr("web")).await;
     assert_eq!(status_line(&mut allowed).await.as_deref(), Some("HTTP/1.1 200 OK"));
-    let mut denied = connect_from("127.0.0.2", ballast.addr("web")).await;
+    let mut denied = connect_from(ip("127.0.0.2"), ballast.addr("web")).await;
     assert_eq!(status_line(&mut denied).await, None, "a denied client got an answer");
     assert_eq!(metric(&ballast, r#"ballast_rejected_requests_total{listener="web",reason="ip_denied"}"#).await, 1.0);
     assert_eq!(backend.seen().len(), 1);
@@ -127,7 +125,7 @@ targets = [{{ address = "{tcp_target_addr}" }}]
         let got = tokio::time::timeout(Duration::from_millis(1500), client.recv_from(&mut buf)).await.is_ok();
         assert_eq!(got, answered, "udp from {source}");
 
-        let mut tcp = connect_from(source, ballast.addr("tcp")).await;
+        let mut tcp = connect_from(ip(source), ballast.addr("tcp")).await;
         let mut text = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut text)).await;
         assert_eq!(text == b"hello", answered, "tcp from {source}: {text:?}");
@@ -145,22 +143,22 @@ async fn connection_limits_per_ip_and_in_all() {
     );
     let ballast = Ballast::start(&cfg);
     let addr = ballast.addr("web");
-    let mut first = connect_from("127.0.0.1", addr).await;
-    let mut second = connect_from("127.0.0.1", addr).await;
+    let mut first = connect_from(ip("127.0.0.1"), addr).await;
+    let mut second = connect_from(ip("127.0.0.1"), addr).await;
     assert!(status_line(&mut first).await.is_some());
     assert!(status_line(&mut second).await.is_some());
-    let mut third = connect_from("127.0.0.1", addr).await;
+    let mut third = connect_from(ip("127.0.0.1"), addr).await;
     assert_eq!(status_line(&mut third).await, None, "a third connection from one address");
     // Another address still gets in, up to the listener's total of three.
-    let mut other = connect_from("127.0.0.3", addr).await;
+    let mut other = connect_from(ip("127.0.0.3"), addr).await;
     assert!(status_line(&mut other).await.is_some());
-    let mut fourth = connect_from("127.0.0.4", addr).await;
+    let mut fourth = connect_from(ip("127.0.0.4"), addr).await;
     assert_eq!(status_line(&mut fourth).await, None, "a fourth connection in all");
     // Closing one frees its place.
     drop(first);
     let mut again = None;
     for _ in 0..50 {
-        let mut c = connect_from("127.0.0.1", addr).await;
+        let mut c = connect_from(ip("127.0.0.1"), addr).await;
         if let Some(line) = status_line(&mut c).await {
             again = Some(line);
             break;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_rustls::TlsConnector;
 
 use crate::common::{http_client, Backend, Ballast, TestCa};
@@ -273,13 +273,6 @@ async fn a_full_udp_flow_table_drops_new_flows_and_counts_them() {
     assert!(text.contains(r#"ballast_rejected_requests_total{listener="udp",reason="flow_table_full"} 1"#), "{text}");
 }
 
-/// Connects from 127.0.0.2, so the address that reaches the target is not the default one.
-async fn connect_from_127_0_0_2(to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
 #[tokio::test]
 async fn an_nlb_in_front_of_an_alb_keeps_the_client_address() {
     let backend = Backend::start("app").await;
@@ -301,7 +294,7 @@ targets = [{}]
     for version in ["v1", "v2"] {
         let nlb =
             Ballast::start(&tcp_config("tcp", "tcp", &[alb.addr("alb")], &format!("proxy_protocol = \"{version}\"")));
-        let mut client = connect_from_127_0_0_2(nlb.addr("l4")).await;
+        let mut client = crate::common::raw_target::connect_from([127, 0, 0, 2].into(), nlb.addr("l4")).await;
         client.write_all(b"GET /via-nlb HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut answer = String::new();
         tokio::time::timeout(Duration::from_secs(10), client.read_to_string(&mut answer)).await.unwrap().unwrap();
