@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::chunked::ChunkedBody;
@@ -89,7 +89,16 @@ pub struct GuardedIo<S> {
     started: bool,
     /// Heads seen on this connection.
     heads: u64,
+    /// When an idle keep-alive connection is handed back out of hyper (see `park`).
+    park_deadline: Option<Pin<Box<Sleep>>>,
+    /// The connection is idle and out of hyper: reads say end-of-stream and shutdown does
+    /// nothing, so hyper lets go of it without closing it.
+    parked: bool,
 }
+
+/// How long a keep-alive connection may idle inside hyper before it is parked: hyper holds
+/// about 16 KiB of buffers per connection; a parked one holds none.
+const PARK_AFTER: Duration = Duration::from_millis(1500);
 
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -109,7 +118,67 @@ impl<S> GuardedIo<S> {
             deadline: None,
             started: false,
             heads: 0,
+            park_deadline: None,
+            parked: false,
         }
+    }
+
+    /// The queue the service reads this connection's decisions from.
+    pub fn decisions(&self) -> Decisions {
+        Arc::clone(&self.decisions)
+    }
+
+    /// Whether the connection was handed back out of hyper to wait, idle, for its next request.
+    pub fn is_parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Whether what the client sent first is an HTTP/2 preface (h2c with prior knowledge).
+    pub fn is_http2_preface(&self) -> bool {
+        let n = self.raw.len().min(HTTP2_PREFACE.len());
+        self.heads == 0 && n > 0 && self.raw[..n] == HTTP2_PREFACE[..n]
+    }
+
+    /// Waits, holding no buffer, until the client sends the start of its next request: `true`
+    /// then, `false` if it closed or stayed idle past `idle_timeout`.
+    pub async fn wait_for_request(&mut self) -> bool
+    where
+        S: AsyncRead + Unpin,
+    {
+        if self.deadline.is_none() {
+            self.arm(self.settings.idle_timeout);
+        }
+        std::future::poll_fn(|cx| {
+            let mut chunk = [0u8; 1024];
+            let mut read = ReadBuf::new(&mut chunk);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut read) {
+                Poll::Ready(Ok(())) if read.filled().is_empty() => Poll::Ready(false),
+                Poll::Ready(Ok(())) => {
+                    self.raw.extend_from_slice(read.filled());
+                    // A preface cut short is read whole before anyone decides on it.
+                    let n = self.raw.len();
+                    if self.heads == 0 && n < 4 && self.raw[..] == HTTP2_PREFACE[..n] {
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    self.parked = false;
+                    self.park_deadline = None;
+                    self.started = true;
+                    self.arm(self.settings.header_timeout);
+                    Poll::Ready(true)
+                }
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Pending => {
+                    let expired = self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                    if expired {
+                        Poll::Ready(false)
+                    } else {
+                        Poll::Pending
+                    }
+                }
+            }
+        })
+        .await
     }
 
     fn decide(&mut self, decision: Decision) {
@@ -235,6 +304,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
                 }
                 return Poll::Ready(Ok(()));
             }
+            if this.parked {
+                return Poll::Ready(Ok(()));
+            }
             match this.phase {
                 Phase::Done => return Poll::Ready(Ok(())),
                 Phase::Drain => {
@@ -271,11 +343,19 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
             let mut chunk = [0u8; 16 * 1024];
             let mut read = ReadBuf::new(&mut chunk);
             if Pin::new(&mut this.inner).poll_read(cx, &mut read)?.is_pending() {
-                if matches!(this.phase, Phase::Head) && this.raw.is_empty() {
+                if matches!(this.phase, Phase::Head) && this.raw.is_empty() && !this.started {
                     // Waiting for the next request may last long on a keep-alive
-                    // connection: hold no buffer meanwhile.
+                    // connection: hold no buffer meanwhile, and after a while leave hyper.
                     this.raw = Vec::new();
                     this.out = Vec::new();
+                    if this.heads > 0 && this.settings.idle_timeout > PARK_AFTER {
+                        let park = this.park_deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
+                        if park.as_mut().poll(cx).is_ready() {
+                            this.park_deadline = None;
+                            this.parked = true;
+                            return Poll::Ready(Ok(()));
+                        }
+                    }
                 }
                 if let Some(deadline) = this.deadline.as_mut() {
                     if deadline.as_mut().poll(cx).is_ready() {
@@ -347,4 +427,29 @@ fn first_line_len(raw: &[u8]) -> usize {
     raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len())
 }
 
-crate::delegate_async_write!(GuardedIo);
+impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, data)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.parked {
+            // hyper is letting go of an idle connection: it stays open, parked.
+            return Pin::new(&mut this.inner).poll_flush(cx);
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}

@@ -1,6 +1,8 @@
 //! `http` and `https` listeners: accept, TLS, then HTTP/1.1 or HTTP/2 on each connection.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use hyper::service::service_fn;
@@ -45,7 +47,7 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             // Behind another balancer, the client is who the PROXY header says; a connection
             // without a valid header is refused.
             let (peer, tcp) = if expect_proxy_header {
-                match read_proxy_header(tcp, header_timeout).await {
+                match Box::pin(read_proxy_header(tcp, header_timeout)).await {
                     Ok((header, rest)) => (header.source.unwrap_or(peer), rest),
                     Err(e) => {
                         tracing::debug!(listener = %name, client = %peer, error = %e, "refused a connection");
@@ -57,28 +59,30 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
             };
             match tls {
                 Some(tls) => {
-                    let accepted = tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp)).await;
-                    let Ok(Ok(stream)) = accepted else {
-                        state.metrics.tls_handshake_errors.inc();
-                        return;
-                    };
-                    let client = Client { peer, protocol: "https", listener_port: local_port };
-                    let conn = Conn { state, name, client, max_header_bytes };
-                    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
-                        serve_connection(stream, conn, None).await;
-                    } else {
-                        let decisions = Decisions::default();
-                        let guarded = GuardedIo::new(stream, guard, Arc::clone(&decisions));
-                        serve_connection(guarded, conn, Some(decisions)).await;
-                    }
+                    // Boxed as a whole: TLS state is large, and plain connections should not
+                    // carry room for it in their task.
+                    Box::pin(async move {
+                        let accepted =
+                            tokio::time::timeout(header_timeout, Box::pin(TlsAcceptor::from(tls).accept(tcp))).await;
+                        let Ok(Ok(stream)) = accepted else {
+                            state.metrics.tls_handshake_errors.inc();
+                            return;
+                        };
+                        let client = Client { peer, protocol: "https", listener_port: local_port };
+                        let conn = Conn { state, name, client, max_header_bytes };
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
+                            serve_connection(stream, conn, None).await;
+                        } else {
+                            serve_guarded(GuardedIo::new(stream, guard, Decisions::default()), conn).await;
+                        }
+                    })
+                    .await;
                 }
                 None => {
                     let client = Client { peer, protocol: "http", listener_port: local_port };
                     let conn = Conn { state, name, client, max_header_bytes };
-                    let decisions = Decisions::default();
-                    let guarded = GuardedIo::new(tcp, guard, Arc::clone(&decisions));
-                    serve_connection(guarded, conn, Some(decisions)).await;
+                    serve_guarded(GuardedIo::new(tcp, guard, Decisions::default()), conn).await;
                 }
             }
         });
@@ -109,18 +113,68 @@ fn guard_settings(listener: &ListenerPlan) -> GuardSettings {
     }
 }
 
-async fn serve_connection<S>(stream: S, conn: Conn, decisions: Option<Decisions>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Conn { state, name, client, max_header_bytes } = conn;
-    let service = service_fn(move |req| {
+/// The hyper service of one client connection.
+fn service(
+    conn: &Conn,
+    decisions: Option<Decisions>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<crate::proxy::ProxyBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<crate::proxy::ProxyBody>, Infallible>> + Send,
+> + Clone
+       + Send
+       + 'static {
+    let (state, name, client) = (Arc::clone(&conn.state), Arc::clone(&conn.name), conn.client);
+    service_fn(move |req| {
         let state = Arc::clone(&state);
         let name = Arc::clone(&name);
         // HTTP/1.1 answers in order, so the guard's decisions come in the same order.
         let decision = decisions.as_ref().and_then(|d| d.lock().unwrap_or_else(|p| p.into_inner()).pop_front());
         async move { Ok::<_, Infallible>(dispatch::handle(&state, &name, client, req, decision).await) }
-    });
+    })
+}
+
+/// Serves an HTTP/1 connection through the guard. A keep-alive connection that idles is
+/// taken out of hyper (which holds its buffers) and waits, parked, for its next request.
+async fn serve_guarded<S>(mut io: GuardedIo<S>, conn: Conn)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    if !io.wait_for_request().await {
+        return;
+    }
+    let decisions = io.decisions();
+    if io.is_http2_preface() {
+        // h2c with prior knowledge: the guard lets it through, hyper's auto builder serves it.
+        return Box::pin(serve_connection(io, conn, Some(decisions))).await;
+    }
+    let service = service(&conn, Some(decisions));
+    loop {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        // The guard times heads, bodies and idleness itself: hyper's header timer is off.
+        builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
+        // On the heap, so that a parked connection's task is small: hyper's state (and its
+        // buffers) exists only while a request is being served.
+        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()).with_upgrades());
+        if (&mut connection).await.is_err() {
+            return;
+        }
+        // `None`: upgraded (a WebSocket now owns the connection).
+        let Some(parts) = Pin::into_inner(connection).into_parts() else { return };
+        io = parts.io.into_inner();
+        if !io.is_parked() || !parts.read_buf.is_empty() || !io.wait_for_request().await {
+            return;
+        }
+    }
+}
+
+async fn serve_connection<S>(stream: S, conn: Conn, decisions: Option<Decisions>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let max_header_bytes = conn.max_header_bytes;
+    let service = service(&conn, decisions);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The guard times heads, bodies and idleness itself (hyper's own header timer would also
     // cut idle keep-alive connections): hyper's is off.

@@ -164,3 +164,21 @@ async fn a_slow_target_answers_504_after_target_timeout() {
     let resp = http_client().get(format!("{}/sleep/10", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_that_idled_serves_its_next_request() {
+    // After a pause long enough for ballast to park the idle connection (out of hyper, no
+    // buffers held), the same connection still carries the next request.
+    let backend = Backend::start("b").await;
+    let ballast = Ballast::start(&one_group(&backend.target(), ""));
+    let mut tcp = TcpStream::connect(ballast.addr("lb")).await.unwrap();
+    let mut buf = [0u8; 4096];
+    for path in ["/first", "/after-a-pause"] {
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"), "{path}");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    let uris: Vec<String> = backend.seen().iter().map(|s| s.uri.clone()).collect();
+    assert_eq!(uris, vec!["/first", "/after-a-pause"]);
+}
