@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::balance::flow_hash;
+use crate::config::Algorithm;
 use crate::guard::http1_stream::Decision;
 use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
@@ -153,8 +154,13 @@ async fn decide(
     };
     let stickiness = group.settings.stickiness.as_ref();
     let sticky = stickiness.and_then(|s| stickiness::stuck_address(&state.sealer, &group.name, s, req.headers()));
-    let listener_addr = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), client.listener_port);
-    let flow = flow_hash(client.peer, listener_addr, 6);
+    // Only flow hashing reads the flow's hash: other groups skip the work.
+    let flow = if group.settings.algorithm == Algorithm::FlowHash {
+        let listener_addr = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), client.listener_port);
+        flow_hash(client.peer, listener_addr, 6)
+    } else {
+        0
+    };
     let pick = PickRequest { tried: &[], zone: listener.zone.as_deref(), sticky: sticky.as_deref(), flow };
     let Some(target) = group.pick(pick) else {
         let reason = format!("target group `{}` has no target to take the request", group.name);

@@ -7,24 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::backend::{closed_port, start_hang_up};
-use crate::common::{http_client, Backend, BackendOptions, Ballast, TestCa};
-
-fn one_group(target_lines: &str, group_extra: &str) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "lb"
-protocol = "http"
-bind = "127.0.0.1:0"
-default_action = {{ type = "forward", target_group = "g" }}
-
-[[target_groups]]
-name = "g"
-{group_extra}
-targets = [{target_lines}]
-"#
-    )
-}
+use crate::common::{http_client, one_group, Backend, BackendOptions, Ballast, TestCa};
 
 #[tokio::test]
 async fn forwarded_headers_are_added_and_hop_by_hop_ones_removed() {

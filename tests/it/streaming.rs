@@ -2,33 +2,16 @@
 
 use futures_util::stream;
 
-use crate::common::{http_client, Backend, Ballast};
+use crate::common::{http_client, one_group, Backend, Ballast};
 
 const GIB: u64 = 1 << 30;
 /// Far below the 1 GiB that passes: ballast holds only buffers in flight.
 const MAX_PEAK_KIB: u64 = 96 * 1024;
 
-fn config(backend: &Backend) -> String {
-    format!(
-        r#"
-[[listeners]]
-name = "lb"
-protocol = "http"
-bind = "127.0.0.1:0"
-default_action = {{ type = "forward", target_group = "g" }}
-
-[[target_groups]]
-name = "g"
-targets = [{}]
-"#,
-        backend.target()
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_up_and_down_with_flat_memory() {
     let backend = Backend::start("big").await;
-    let ballast = Ballast::start(&config(&backend));
+    let ballast = Ballast::start(&one_group(&backend.target(), ""));
     let client = http_client();
 
     let chunk = bytes::Bytes::from(vec![b'u'; 256 * 1024]);

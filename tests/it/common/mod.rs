@@ -34,3 +34,22 @@ pub async fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> 
     }
     check()
 }
+
+/// A config with one `http` listener named `lb` forwarding to one group `g` with these
+/// targets (`{ address = ... }` entries) and extra group keys.
+pub fn one_group(target_lines: &str, group_extra: &str) -> String {
+    format!(
+        r#"
+[[listeners]]
+name = "lb"
+protocol = "http"
+bind = "127.0.0.1:0"
+default_action = {{ type = "forward", target_group = "g" }}
+
+[[target_groups]]
+name = "g"
+{group_extra}
+targets = [{target_lines}]
+"#
+    )
+}
