@@ -23,6 +23,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<S
     let mut listeners = Listeners::default();
     announce(listeners.reconcile(&state)?);
     crate::admin::start(Arc::clone(&state)).await?;
+    spawn_idle_expiry(Arc::clone(&state));
     let mut changes = state.subscribe();
     let follower = Arc::clone(&state);
     tokio::spawn(async move {
@@ -41,6 +42,17 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Arc<S
         Err(e) => tracing::warn!(error = %e, "cannot listen for SIGHUP; reload through the admin API instead"),
     }
     Ok(state)
+}
+
+/// Closes idle target connections past their time, every few seconds.
+fn spawn_idle_expiry(state: Arc<State>) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            state.registry.expire_idle();
+        }
+    });
 }
 
 fn announce(started: Vec<(String, &'static str, std::net::SocketAddr)>) {

@@ -2,7 +2,7 @@
 #![no_main]
 
 use ballast::config::{Conditions, OneOrMany};
-use ballast::routing::{Condition, RequestHead};
+use ballast::routing::{Condition, Fields, RequestHead};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
         host,
         path,
         query,
-        headers: &headers,
+        headers: Fields::Map(&headers),
         source_ip: std::net::IpAddr::from([10, 1, 2, 3]),
         protocol: "http",
         port: 80,

@@ -133,6 +133,11 @@ impl<S> GuardedIo<S> {
         self.parked
     }
 
+    /// Whether bytes the client sent wait here, not yet read through this stream.
+    pub fn has_buffered(&self) -> bool {
+        !self.raw.is_empty() || self.out_pos < self.out.len()
+    }
+
     /// Whether what the client sent first is an HTTP/2 preface (h2c with prior knowledge).
     pub fn is_http2_preface(&self) -> bool {
         let n = self.raw.len().min(HTTP2_PREFACE.len());

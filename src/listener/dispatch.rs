@@ -11,10 +11,10 @@ use crate::guard::http1_stream::Decision;
 use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
 use crate::proxy::{self, answer, own, Client, ElbAnswer, ProxyBody};
-use crate::routing::{ActionPlan, RequestHead};
+use crate::routing::{ActionPlan, Fields, RequestHead};
 use crate::snapshot::{ListenerPlan, Snapshot};
 use crate::state::State;
-use crate::target_group::{stickiness, PickRequest};
+use crate::target_group::{stickiness, PickRequest, TargetGroup};
 
 /// Serves one request that arrived on listener `name`, and counts it. `decision` is what the
 /// guard decided about this request's head (HTTP/1 only).
@@ -111,20 +111,16 @@ async fn decide(
         host: strip_port(host_with_port),
         path: req.uri().path(),
         query: req.uri().query().unwrap_or(""),
-        headers: req.headers(),
+        headers: Fields::Map(req.headers()),
         source_ip: client.peer.ip(),
         protocol: client.protocol,
         port: client.listener_port,
     };
     let (rule, action) = listener.router.route_rule(&head);
-    let rule_limit = rule.and_then(|p| listener.rule_rate_limits.iter().find(|(q, _)| *q == p)).map(|(_, l)| l);
-    for limit in listener.rate_limit.iter().chain(rule_limit) {
-        if let Err(wait) = limit.check(client.peer.ip()) {
-            state.reject(&listener.name, "rate_limited", client.peer.ip());
-            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, "too many requests from this address");
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
-            return (response, None);
-        }
+    if let Some(wait) = rate_limited(state, listener, rule, client) {
+        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED);
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
+        return (response, None);
     }
     let plan = match action {
         ActionPlan::FixedResponse { status, body, content_type } => {
@@ -154,14 +150,12 @@ async fn decide(
     };
     let stickiness = group.settings.stickiness.as_ref();
     let sticky = stickiness.and_then(|s| stickiness::stuck_address(&state.sealer, &group.name, s, req.headers()));
-    // Only flow hashing reads the flow's hash: other groups skip the work.
-    let flow = if group.settings.algorithm == Algorithm::FlowHash {
-        let listener_addr = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), client.listener_port);
-        flow_hash(client.peer, listener_addr, 6)
-    } else {
-        0
+    let pick = PickRequest {
+        tried: &[],
+        zone: listener.zone.as_deref(),
+        sticky: sticky.as_deref(),
+        flow: flow_of(group, client),
     };
-    let pick = PickRequest { tried: &[], zone: listener.zone.as_deref(), sticky: sticky.as_deref(), flow };
     let Some(target) = group.pick(pick) else {
         let reason = format!("target group `{}` has no target to take the request", group.name);
         return (answer(StatusCode::SERVICE_UNAVAILABLE, &reason), Some(index));
@@ -183,8 +177,38 @@ async fn decide(
     (response, Some(index))
 }
 
+/// Why a rate-limited request is refused.
+pub(super) const RATE_LIMITED: &str = "too many requests from this address";
+
+/// How long the client must wait when the listener's or the matched rule's rate limit
+/// refuses this request (the refusal is counted); `None` when it may pass.
+pub(super) fn rate_limited(
+    state: &State,
+    listener: &ListenerPlan,
+    rule: Option<u32>,
+    client: Client,
+) -> Option<std::time::Duration> {
+    let rule_limit = rule.and_then(|p| listener.rule_rate_limits.iter().find(|(q, _)| *q == p)).map(|(_, l)| l);
+    for limit in listener.rate_limit.iter().chain(rule_limit) {
+        if let Err(wait) = limit.check(client.peer.ip()) {
+            state.reject(&listener.name, "rate_limited", client.peer.ip());
+            return Some(wait);
+        }
+    }
+    None
+}
+
+/// The hash of the client's flow, for `flow_hash` groups; other groups skip the work.
+pub(super) fn flow_of(group: &TargetGroup, client: Client) -> u64 {
+    if group.settings.algorithm != Algorithm::FlowHash {
+        return 0;
+    }
+    let listener_addr = std::net::SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), client.listener_port);
+    flow_hash(client.peer, listener_addr, 6)
+}
+
 /// `example.com:8080` → `example.com`; `[::1]:80` → `[::1]`.
-fn strip_port(host: &str) -> &str {
+pub(super) fn strip_port(host: &str) -> &str {
     match host.rfind(':') {
         Some(i) if !host[i..].contains(']') && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => &host[..i],
         _ => host,

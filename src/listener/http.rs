@@ -135,8 +135,10 @@ fn service(
     })
 }
 
-/// Serves an HTTP/1 connection through the guard. A keep-alive connection that idles is
-/// taken out of hyper (which holds its buffers) and waits, parked, for its next request.
+/// Serves an HTTP/1 connection through the guard: ballast's own engine takes the requests it
+/// can; hyper gets the connection for the others, until it idles. A keep-alive connection
+/// that idles in hyper is taken out of it (hyper holds its buffers) and goes back to the
+/// engine, which holds none between requests.
 async fn serve_guarded<S>(mut io: GuardedIo<S>, conn: Conn)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -151,19 +153,26 @@ where
     }
     let service = service(&conn, Some(decisions));
     loop {
+        // Boxed, so that a connection waiting for its next request keeps a small task.
+        let read = match Box::pin(super::http1::serve(&mut io, &conn.state, &conn.name, conn.client)).await {
+            super::http1::Outcome::Closed => return,
+            super::http1::Outcome::Hyper(read) => read,
+        };
         let mut builder = hyper::server::conn::http1::Builder::new();
         // The guard times heads, bodies and idleness itself: hyper's header timer is off.
         builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
         // On the heap, so that a parked connection's task is small: hyper's state (and its
         // buffers) exists only while a request is being served.
-        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()).with_upgrades());
+        let stream = Prefixed::new(read, io);
+        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(stream), service.clone()).with_upgrades());
         if (&mut connection).await.is_err() {
             return;
         }
         // `None`: upgraded (a WebSocket now owns the connection).
         let Some(parts) = Pin::into_inner(connection).into_parts() else { return };
-        io = parts.io.into_inner();
-        if !io.is_parked() || !parts.read_buf.is_empty() || !io.wait_for_request().await {
+        let (unread, inner) = parts.io.into_inner().into_parts();
+        io = inner;
+        if !io.is_parked() || !unread.is_empty() || !parts.read_buf.is_empty() {
             return;
         }
     }

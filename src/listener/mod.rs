@@ -4,6 +4,7 @@ mod accept;
 mod counted_io;
 mod dispatch;
 pub mod http;
+mod http1;
 pub mod tls;
 
 use std::collections::HashMap;

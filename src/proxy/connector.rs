@@ -73,8 +73,7 @@ impl tower_service::Service<Uri> for Connector {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             tcp.set_nodelay(true)?;
             let counter = registry.connections(&authority);
-            counter.fetch_add(1, Ordering::Relaxed);
-            let guard = ConnectionGuard(counter);
+            let guard = ConnectionGuard::count(counter);
             let io = if uri.scheme_str() == Some("https") {
                 let host = uri.host().unwrap_or_default().trim_matches(|c| c == '[' || c == ']');
                 let name = ServerName::try_from(host.to_string())
@@ -88,8 +87,17 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
+/// Counts one open connection to a target while it lives.
 #[derive(Debug)]
-struct ConnectionGuard(Arc<AtomicU64>);
+pub struct ConnectionGuard(Arc<AtomicU64>);
+
+impl ConnectionGuard {
+    /// Counts a connection just opened in `counter`.
+    pub fn count(counter: Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(counter)
+    }
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {

@@ -5,10 +5,12 @@ mod answer;
 mod body;
 pub(crate) mod connector;
 mod forward;
+pub mod h1;
 mod headers;
 mod upstream;
 
 pub use answer::{answer, own, ElbAnswer};
 pub use body::ProxyBody;
 pub use forward::{forward, Client, CloseAfter};
+pub use h1::IdlePool;
 pub use upstream::Upstream;

@@ -65,12 +65,7 @@ impl Condition {
             Condition::Query(pairs) => {
                 head.query_pairs().any(|(k, v)| pairs.iter().any(|(kg, vg)| kg.matches(k) && vg.matches(v)))
             }
-            Condition::Header(name, globs) => head
-                .headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .any(|v| globs.iter().any(|g| g.matches(v))),
+            Condition::Header(name, globs) => head.headers.values(name).any(|v| globs.iter().any(|g| g.matches(v))),
             Condition::Method(methods) => methods.iter().any(|m| m == head.method),
             Condition::SourceIp(blocks) => blocks.iter().any(|b| b.contains(head.source_ip)),
         }

@@ -11,5 +11,5 @@ pub use action::{ActionPlan, ForwardPlan};
 pub use condition::Condition;
 pub use glob::Glob;
 pub use redirect::RedirectTemplate;
-pub use request_head::RequestHead;
+pub use request_head::{Fields, RequestHead};
 pub use router::Router;

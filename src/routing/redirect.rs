@@ -54,6 +54,7 @@ fn fill(template: &str, head: &RequestHead<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::Fields;
     use http::HeaderMap;
 
     fn head<'a>(headers: &'a HeaderMap, protocol: &'static str, port: u16) -> RequestHead<'a> {
@@ -62,7 +63,7 @@ mod tests {
             host: "shop.example",
             path: "/cart/items",
             query: "a=1&b=2",
-            headers,
+            headers: Fields::Map(headers),
             source_ip: "127.0.0.1".parse().unwrap(),
             protocol,
             port,

@@ -45,6 +45,7 @@ impl Router {
 mod tests {
     use super::*;
     use crate::config::{Conditions, OneOrMany};
+    use crate::routing::Fields;
     use http::HeaderMap;
 
     fn fixed(status: u16) -> ActionPlan {
@@ -66,7 +67,16 @@ mod tests {
         query: &'a str,
         ip: &str,
     ) -> RequestHead<'a> {
-        RequestHead { method, host, path, query, headers, source_ip: ip.parse().unwrap(), protocol: "http", port: 80 }
+        RequestHead {
+            method,
+            host,
+            path,
+            query,
+            headers: Fields::Map(headers),
+            source_ip: ip.parse().unwrap(),
+            protocol: "http",
+            port: 80,
+        }
     }
 
     fn router() -> Router {

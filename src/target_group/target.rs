@@ -208,6 +208,8 @@ pub struct Target {
     pub zone: Option<String>,
     pub stats: Arc<TargetStats>,
     connections: Arc<AtomicU64>,
+    /// Idle keep-alive connections to this target's address.
+    pub idle: Arc<crate::proxy::IdlePool>,
 }
 
 impl Target {
@@ -219,6 +221,7 @@ impl Target {
         Some(Target {
             stats: registry.stats(group, &t.address),
             connections: registry.connections(&authority),
+            idle: registry.idle_pool(&authority),
             parsed_authority: authority.parse().ok(),
             address: t.address.clone(),
             authority,
@@ -230,6 +233,11 @@ impl Target {
     /// Open connections from ballast to this target.
     pub fn connections(&self) -> u64 {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// The counter of open connections to this target, for a new one to join.
+    pub fn connection_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.connections)
     }
 }
 

@@ -1,0 +1,327 @@
+//! One request and its answer between a client and a target, both HTTP/1.1, in the client
+//! connection's own task: the head and body go out over a pooled target connection, and
+//! the answer comes back as it arrives, bodies passed on without being decoded.
+
+use std::io::{self, IoSlice};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::pool::TargetConnection;
+use super::request::RequestFacts;
+use super::response::{parse_and_rewrite, Framing, ResponseFacts};
+use crate::config;
+use crate::guard::chunked::ChunkedBody;
+use crate::proxy::connector::ConnectionGuard;
+use crate::target_group::{Reason, Target, TargetState};
+
+/// How long a connection to a target may take, as ELB's 10 s.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Room for a head, or for a small body.
+const HEAD_ROOM: usize = 4096;
+
+/// Room for passing on a large body.
+const BODY_ROOM: usize = 64 * 1024;
+
+/// The longest response head accepted from a target.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How an exchange ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// The answer went out whole. `keep_alive`: the client connection may carry another
+    /// request. `waited`: from sending the request to the answer's head.
+    Answered { status: u16, keep_alive: bool, waited: Duration },
+    /// The client got nothing yet: it should get the balancer's own answer `status`, saying
+    /// `why`. `connection_error`: counted as a failed connection to the target.
+    Failed { status: u16, why: String, connection_error: bool, body_unread: bool },
+    /// One of the two connections broke, or an answer had to be cut: the client's ends.
+    Broken { status: Option<u16> },
+}
+
+enum Fail {
+    Connect,
+    Target,
+    Client,
+}
+
+/// Forwards the request whose rewritten head is in `out`, and whose first bytes (head, body,
+/// maybe more) are in `buf`, to `target`; answers the client on `client`. On return `buf`
+/// holds the client's bytes that came after the request (the next pipelined request).
+pub async fn forward<C>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    target: &Target,
+    facts: RequestFacts,
+    timeout: config::Duration,
+) -> Ended
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let _outstanding = target.stats.start_request();
+    let started = Instant::now();
+    let available = (buf.len() - facts.head_len) as u64;
+    let body_here = facts.body_len.min(available) as usize;
+    let mut rest = buf.split_off(facts.head_len + body_here);
+    out.extend_from_slice(&buf[facts.head_len..]);
+    let body_left = facts.body_len - body_here as u64;
+    let exchange = send_and_wait(client, buf, out, &mut rest, target, facts, body_left);
+    let (mut connection, response) = match tokio::time::timeout(timeout.get(), exchange).await {
+        Ok(Ok(done)) => done,
+        Err(_) => {
+            let why = format!("target {} did not answer within target_timeout ({timeout})", target.address);
+            return Ended::Failed { status: 504, why, connection_error: false, body_unread: true };
+        }
+        Ok(Err(Fail::Connect)) => {
+            // A passive check: the target is down now, not at its next active check.
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            let why = format!("cannot connect to target {}", target.address);
+            return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
+        }
+        Ok(Err(Fail::Target)) => {
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            let why = format!("target {} closed the connection or sent a broken response", target.address);
+            return Ended::Failed { status: 502, why, connection_error: true, body_unread: true };
+        }
+        Ok(Err(Fail::Client)) => return Ended::Broken { status: None },
+    };
+    let waited = started.elapsed();
+    let status = response.status;
+    match pass_answer(client, &mut connection.stream, buf, out, response).await {
+        Ok(clean) => {
+            if clean && response.reusable {
+                target.idle.put(connection);
+            }
+            buf.clear();
+            buf.extend_from_slice(&rest);
+            let keep_alive = !facts.close && response.framing != Framing::UntilClose;
+            Ended::Answered { status, keep_alive, waited }
+        }
+        Err(_) => Ended::Broken { status: Some(status) },
+    }
+}
+
+/// Sends the request and reads the head of its final answer (interim answers go on to the
+/// client). On return `buf` starts with that head and `out` holds the client's version of it.
+#[allow(clippy::too_many_arguments)]
+async fn send_and_wait<C>(
+    client: &mut C,
+    buf: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+    rest: &mut Vec<u8>,
+    target: &Target,
+    facts: RequestFacts,
+    body_left: u64,
+) -> Result<(TargetConnection, ResponseFacts), Fail>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    // A request without a body can go again on a new connection if a reused one turns out
+    // to have been closed by the target meanwhile: nothing of it was processed.
+    let mut may_retry = facts.body_len == 0;
+    let mut pooled = target.idle.take();
+    loop {
+        let (mut connection, reused) = match pooled.take() {
+            Some(connection) => (connection, true),
+            None => (connect(target).await.map_err(|_| Fail::Connect)?, false),
+        };
+        let retry = reused && may_retry;
+        may_retry = false;
+        let stream = &mut connection.stream;
+        match stream.write_all(out).await {
+            Err(_) if retry => continue,
+            sent => sent.map_err(|_| Fail::Target)?,
+        }
+        send_body(client, stream, buf, rest, body_left).await?;
+        buf.clear();
+        loop {
+            buf.reserve(HEAD_ROOM);
+            let n = match stream.read_buf(buf).await {
+                Ok(n) => n,
+                Err(_) if buf.is_empty() && retry => 0,
+                Err(_) => return Err(Fail::Target),
+            };
+            if n == 0 {
+                if buf.is_empty() && retry {
+                    // Closed by the target before it answered: once more, on a new one.
+                    break;
+                }
+                return Err(Fail::Target);
+            }
+            out.clear();
+            match parse_and_rewrite(buf, facts.head_method, facts.close, out) {
+                Ok(Some(response)) if response.interim => {
+                    write_all_two(client, out, &[]).await.map_err(|_| Fail::Client)?;
+                    buf.drain(..response.head_len);
+                    // The final head may be here already.
+                    if let Some(next) = final_head(buf, facts, out)? {
+                        return Ok((connection, next));
+                    }
+                }
+                Ok(Some(response)) => return Ok((connection, response)),
+                Ok(None) if buf.len() > MAX_RESPONSE_HEAD => return Err(Fail::Target),
+                Ok(None) => {}
+                Err(_) => return Err(Fail::Target),
+            }
+        }
+    }
+}
+
+/// The final head already in `buf`, if a whole one is.
+fn final_head(buf: &[u8], facts: RequestFacts, out: &mut Vec<u8>) -> Result<Option<ResponseFacts>, Fail> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    out.clear();
+    match parse_and_rewrite(buf, facts.head_method, facts.close, out) {
+        Ok(Some(response)) if !response.interim => Ok(Some(response)),
+        // Not whole yet, or another interim answer: read on.
+        Ok(_) => Ok(None),
+        Err(_) => Err(Fail::Target),
+    }
+}
+
+/// Sends the `left` body bytes still to come from the client; bytes after the body go to
+/// `rest`.
+async fn send_body<C>(
+    client: &mut C,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    rest: &mut Vec<u8>,
+    mut left: u64,
+) -> Result<(), Fail>
+where
+    C: AsyncRead + Unpin,
+{
+    while left > 0 {
+        buf.clear();
+        buf.reserve(if left > HEAD_ROOM as u64 { BODY_ROOM } else { HEAD_ROOM });
+        let got = client.read_buf(buf).await.map_err(|_| Fail::Client)?;
+        if got == 0 {
+            return Err(Fail::Client);
+        }
+        let take = (got as u64).min(left) as usize;
+        stream.write_all(&buf[..take]).await.map_err(|_| Fail::Target)?;
+        rest.extend_from_slice(&buf[take..]);
+        left -= take as u64;
+    }
+    Ok(())
+}
+
+/// Opens a new connection to `target`, counted as open while it lives.
+async fn connect(target: &Target) -> io::Result<TargetConnection> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.authority))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    Ok(TargetConnection::new(stream, ConnectionGuard::count(target.connection_counter())))
+}
+
+/// Passes the answer on: its head (in `out`) and its body, which starts in `buf` after the
+/// target's head. `Ok(true)`: the target connection ended exactly with the answer.
+async fn pass_answer<C>(
+    client: &mut C,
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    out: &[u8],
+    response: ResponseFacts,
+) -> io::Result<bool>
+where
+    C: AsyncWrite + Unpin,
+{
+    let body = &buf[response.head_len..];
+    let clean = match response.framing {
+        Framing::Empty => {
+            write_all_two(client, out, &[]).await?;
+            body.is_empty()
+        }
+        Framing::Length(n) => {
+            let here = (n.min(body.len() as u64)) as usize;
+            write_all_two(client, out, &body[..here]).await?;
+            let clean = here == body.len();
+            let mut left = n - here as u64;
+            while left > 0 {
+                let got = read_some(stream, buf, left).await?;
+                let take = (got as u64).min(left) as usize;
+                client.write_all(&buf[..take]).await?;
+                left -= take as u64;
+                if take < got {
+                    return finish(client, false).await;
+                }
+            }
+            clean
+        }
+        Framing::Chunked => {
+            let mut chunks = ChunkedBody::new();
+            let progress = chunks.feed(body).map_err(invalid)?;
+            write_all_two(client, out, &body[..progress.consumed]).await?;
+            let mut clean = progress.consumed == body.len();
+            let mut done = progress.done;
+            while !done {
+                let got = read_some(stream, buf, u64::MAX).await?;
+                let progress = chunks.feed(&buf[..got]).map_err(invalid)?;
+                client.write_all(&buf[..progress.consumed]).await?;
+                clean = progress.consumed == got;
+                done = progress.done;
+            }
+            clean
+        }
+        Framing::UntilClose => {
+            write_all_two(client, out, body).await?;
+            loop {
+                buf.clear();
+                buf.reserve(BODY_ROOM);
+                if stream.read_buf(buf).await? == 0 {
+                    break;
+                }
+                client.write_all(buf).await?;
+            }
+            false
+        }
+    };
+    finish(client, clean).await
+}
+
+async fn finish<C: AsyncWrite + Unpin>(client: &mut C, clean: bool) -> io::Result<bool> {
+    // TLS may hold the last bytes until flushed.
+    client.flush().await?;
+    Ok(clean)
+}
+
+/// Reads the next bytes of a body of which `left` remain into `buf` (from its start); the
+/// end of the stream is an error, as the body is not whole.
+async fn read_some(stream: &mut TcpStream, buf: &mut Vec<u8>, left: u64) -> io::Result<usize> {
+    buf.clear();
+    buf.reserve(if left > HEAD_ROOM as u64 { BODY_ROOM } else { HEAD_ROOM });
+    match stream.read_buf(buf).await? {
+        0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the target closed inside a body")),
+        n => Ok(n),
+    }
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Writes `a` then `b`, in one system call when they fit.
+async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = if b.is_empty() {
+            w.write(a).await?
+        } else if a.is_empty() {
+            w.write(b).await?
+        } else {
+            w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
