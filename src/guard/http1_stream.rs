@@ -73,7 +73,7 @@ enum Phase {
 /// A client connection seen through the guard.
 pub struct GuardedIo<S> {
     inner: S,
-    settings: GuardSettings,
+    settings: Arc<GuardSettings>,
     decisions: Decisions,
     phase: Phase,
     /// Read from the client, not yet handled.
@@ -104,7 +104,7 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<S> GuardedIo<S> {
     /// Guards `inner`; decisions for the service go to `decisions`.
-    pub fn new(inner: S, settings: GuardSettings, decisions: Decisions) -> Self {
+    pub fn new(inner: S, settings: Arc<GuardSettings>, decisions: Decisions) -> Self {
         GuardedIo {
             inner,
             settings,

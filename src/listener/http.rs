@@ -8,12 +8,15 @@ use std::sync::Arc;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::counted_io::CountedIo;
 use super::dispatch;
+use crate::guard::connection_limits::Permit;
 use crate::guard::http1_stream::{Decisions, GuardSettings, GuardedIo};
 use crate::l4::prefixed::{read_proxy_header, Prefixed};
 use crate::metrics::GaugeGuard;
@@ -26,68 +29,83 @@ pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
     let name: Arc<str> = name.into();
     let accepting = Arc::clone(&name);
     super::accept::accept_each(socket, &accepting, |tcp, peer| {
-        let local_port = tcp.local_addr().map_or(0, |a| a.port());
-        let state = Arc::clone(&state);
-        let name = Arc::clone(&name);
-        tokio::spawn(async move {
-            let snapshot = state.snapshot();
-            let Some(listener) = snapshot.listener(&name) else {
-                return;
-            };
-            let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
-            listener.metrics.new_connections.inc();
-            let _open = GaugeGuard::inc(listener.metrics.active_connections.clone());
-            let header_timeout = listener.limits.header_timeout.get();
-            let guard = guard_settings(listener);
-            let max_header_bytes = listener.limits.max_header_bytes;
-            let tls = listener.tls.clone();
-            let expect_proxy_header = listener.proxy_protocol;
-            let tcp = CountedIo::new(tcp, listener.metrics.processed_bytes.clone());
-            drop(snapshot);
-            // Behind another balancer, the client is who the PROXY header says; a connection
-            // without a valid header is refused.
-            let (peer, tcp) = if expect_proxy_header {
-                match Box::pin(read_proxy_header(tcp, header_timeout)).await {
-                    Ok((header, rest)) => (header.source.unwrap_or(peer), rest),
-                    Err(e) => {
-                        tracing::debug!(listener = %name, client = %peer, error = %e, "refused a connection");
-                        return;
-                    }
-                }
-            } else {
-                (peer, Prefixed::new(Vec::new(), tcp))
-            };
-            match tls {
-                Some(tls) => {
-                    // Boxed as a whole: TLS state is large, and plain connections should not
-                    // carry room for it in their task.
-                    Box::pin(async move {
-                        let accepted =
-                            tokio::time::timeout(header_timeout, Box::pin(TlsAcceptor::from(tls).accept(tcp))).await;
-                        let Ok(Ok(stream)) = accepted else {
-                            state.metrics.tls_handshake_errors.inc();
-                            return;
-                        };
-                        let client = Client { peer, protocol: "https", listener_port: local_port };
-                        let conn = Conn { state, name, client, max_header_bytes };
-                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
-                            serve_connection(stream, conn, None).await;
-                        } else {
-                            serve_guarded(GuardedIo::new(stream, guard, Decisions::default()), conn).await;
-                        }
-                    })
-                    .await;
-                }
-                None => {
-                    let client = Client { peer, protocol: "http", listener_port: local_port };
-                    let conn = Conn { state, name, client, max_header_bytes };
-                    serve_guarded(GuardedIo::new(tcp, guard, Decisions::default()), conn).await;
-                }
-            }
-        });
+        tokio::spawn(serve_client(tcp, peer, Arc::clone(&state), Arc::clone(&name)));
     })
     .await;
+}
+
+/// Serves one client connection. Admission, the PROXY header and the TLS handshake run
+/// boxed, apart: a plain connection waiting for its next request keeps only what serving
+/// it needs (see `bench/RESULTS.md`, idle connections).
+async fn serve_client(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) {
+    // Futures keep every value that lives across an `.await`, and moved values too: the
+    // connection's state travels boxed, so the task holds it once.
+    let opening = Box::pin(open(tcp, peer, state, name));
+    let opened = opening.await;
+    match opened {
+        Some(Opened::Plain(session)) => serve_guarded(session).await,
+        Some(Opened::Tls(serving)) => serving.await,
+        None => {}
+    }
+}
+
+/// A connection ready for requests.
+enum Opened {
+    Plain(Box<Session<Prefixed<CountedIo<TcpStream>>>>),
+    /// TLS state is large: a TLS connection is served in its own box.
+    Tls(Pin<Box<dyn Future<Output = ()> + Send>>),
+}
+
+/// Admits the connection, reads its PROXY header when the listener expects one, and
+/// completes TLS on `https` listeners; `None` when the connection is refused or fails.
+async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) -> Option<Opened> {
+    let local_port = tcp.local_addr().map_or(0, |a| a.port());
+    let snapshot = state.snapshot();
+    let listener = snapshot.listener(&name)?;
+    let permit = crate::guard::admit_connection(&state, listener, peer.ip())?;
+    listener.metrics.new_connections.inc();
+    let open = GaugeGuard::inc(listener.metrics.active_connections.clone());
+    let header_timeout = listener.limits.header_timeout.get();
+    let guard = Arc::new(guard_settings(listener));
+    let max_header_bytes = listener.limits.max_header_bytes;
+    let tls = listener.tls.clone();
+    let expect_proxy_header = listener.proxy_protocol;
+    let tcp = CountedIo::new(tcp, listener.metrics.processed_bytes.clone());
+    drop(snapshot);
+    // Behind another balancer, the client is who the PROXY header says; a connection
+    // without a valid header is refused.
+    let (peer, tcp) = if expect_proxy_header {
+        match read_proxy_header(tcp, header_timeout).await {
+            Ok((header, rest)) => (header.source.unwrap_or(peer), rest),
+            Err(e) => {
+                tracing::debug!(listener = %name, client = %peer, error = %e, "refused a connection");
+                return None;
+            }
+        }
+    } else {
+        (peer, Prefixed::new(Vec::new(), tcp))
+    };
+    let protocol = if tls.is_some() { "https" } else { "http" };
+    let client = Client { peer, protocol, listener_port: local_port };
+    let conn = Conn { state, name, client, max_header_bytes, _admitted: (permit, open) };
+    let Some(tls) = tls else {
+        let io = GuardedIo::new(tcp, guard, Decisions::default());
+        return Some(Opened::Plain(Box::new(Session { io: Some(io), conn })));
+    };
+    let accepted = tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp)).await;
+    let Ok(Ok(stream)) = accepted else {
+        conn.state.metrics.tls_handshake_errors.inc();
+        return None;
+    };
+    Some(Opened::Tls(Box::pin(async move {
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
+            serve_connection(stream, &conn, None).await;
+        } else {
+            let io = GuardedIo::new(stream, guard, Decisions::default());
+            serve_guarded(Box::new(Session { io: Some(io), conn })).await;
+        }
+    })))
 }
 
 /// What serving one client connection needs.
@@ -96,6 +114,9 @@ struct Conn {
     name: Arc<str>,
     client: Client,
     max_header_bytes: usize,
+    /// Held while the connection lives: its place under the connection limits, and its
+    /// count among the listener's active connections.
+    _admitted: (Permit, GaugeGuard),
 }
 
 /// The guard's settings for a listener.
@@ -139,51 +160,106 @@ fn service(
 /// can; hyper gets the connection for the others, until it idles. A keep-alive connection
 /// that idles in hyper is taken out of it (hyper holds its buffers) and goes back to the
 /// engine, which holds none between requests.
-async fn serve_guarded<S>(mut io: GuardedIo<S>, conn: Conn)
+async fn serve_guarded<S>(mut session: Box<Session<S>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    if !io.wait_for_request().await {
-        return;
-    }
-    let decisions = io.decisions();
-    if io.is_http2_preface() {
-        // h2c with prior knowledge: the guard lets it through, hyper's auto builder serves it.
-        return Box::pin(serve_connection(io, conn, Some(decisions))).await;
-    }
-    let service = service(&conn, Some(decisions));
+    // Everything the connection keeps between requests is in `session`; each step of
+    // serving is boxed, so the task of a waiting connection holds little more than that.
     loop {
-        // Boxed, so that a connection waiting for its next request keeps a small task.
-        let read = match Box::pin(super::http1::serve(&mut io, &conn.state, &conn.name, conn.client)).await {
-            super::http1::Outcome::Closed => return,
-            super::http1::Outcome::Hyper(read) => read,
-        };
-        let mut builder = hyper::server::conn::http1::Builder::new();
-        // The guard times heads, bodies and idleness itself: hyper's header timer is off.
-        builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
-        // On the heap, so that a parked connection's task is small: hyper's state (and its
-        // buffers) exists only while a request is being served.
-        let stream = Prefixed::new(read, io);
-        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(stream), service.clone()).with_upgrades());
-        if (&mut connection).await.is_err() {
+        let Some(io) = session.io.as_mut() else { return };
+        if !io.has_buffered() && !io.wait_for_request().await {
             return;
         }
-        // `None`: upgraded (a WebSocket now owns the connection).
-        let Some(parts) = Pin::into_inner(connection).into_parts() else { return };
-        let (unread, inner) = parts.io.into_inner().into_parts();
-        io = inner;
-        if !io.is_parked() || !unread.is_empty() || !parts.read_buf.is_empty() {
+        let step = Box::pin(serve_burst(&mut session));
+        if !step.await {
             return;
         }
     }
 }
 
-async fn serve_connection<S>(stream: S, conn: Conn, decisions: Option<Decisions>)
+/// The hyper service of a client connection.
+trait HyperService:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<crate::proxy::ProxyBody>,
+        Error = Infallible,
+    > + Send
+    + 'static
+{
+}
+
+impl<T> HyperService for T where
+    T: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<crate::proxy::ProxyBody>,
+            Error = Infallible,
+        > + Send
+        + 'static
+{
+}
+
+/// A guarded client connection between requests.
+struct Session<S> {
+    /// `None` once the connection has ended.
+    io: Option<GuardedIo<S>>,
+    conn: Conn,
+}
+
+/// Serves what the client has sent: by the engine, or by hyper until it idles. `false`
+/// when the connection has ended.
+async fn serve_burst<S>(session: &mut Session<S>) -> bool
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(mut io) = session.io.take() else { return false };
+    let conn = &session.conn;
+    if io.is_http2_preface() {
+        // h2c with prior knowledge: the guard lets it through, hyper's auto builder serves it.
+        let decisions = io.decisions();
+        serve_connection(io, conn, Some(decisions)).await;
+        return false;
+    }
+    let read = match super::http1::serve(&mut io, &conn.state, &conn.name, conn.client).await {
+        super::http1::Outcome::Closed => return false,
+        super::http1::Outcome::Idle => {
+            session.io = Some(io);
+            return true;
+        }
+        super::http1::Outcome::Hyper(read) => read,
+    };
+    let service = service(conn, Some(io.decisions()));
+    session.io = serve_in_hyper(io, read, service).await;
+    session.io.is_some()
+}
+
+/// Lets hyper serve the connection, starting with the bytes in `read`, until it ends (`None`)
+/// or idles: hyper then hands it back, parked.
+async fn serve_in_hyper<S, Svc>(io: GuardedIo<S>, read: Vec<u8>, service: Svc) -> Option<GuardedIo<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    Svc: HyperService,
+    Svc::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // The guard times heads, bodies and idleness itself: hyper's header timer is off.
+    builder.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
+    let mut connection = builder.serve_connection(TokioIo::new(Prefixed::new(read, io)), service).with_upgrades();
+    if Pin::new(&mut connection).await.is_err() {
+        return None;
+    }
+    // `None`: upgraded (a WebSocket now owns the connection).
+    let parts = connection.into_parts()?;
+    let (unread, io) = parts.io.into_inner().into_parts();
+    (io.is_parked() && unread.is_empty() && parts.read_buf.is_empty()).then_some(io)
+}
+
+async fn serve_connection<S>(stream: S, conn: &Conn, decisions: Option<Decisions>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_header_bytes = conn.max_header_bytes;
-    let service = service(&conn, decisions);
+    let service = service(conn, decisions);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // The guard times heads, bodies and idleness itself (hyper's own header timer would also
     // cut idle keep-alive connections): hyper's is off.

@@ -19,10 +19,15 @@ use crate::target_group::{PickRequest, Target};
 /// Room for a request head.
 const HEAD_ROOM: usize = 4096;
 
+/// The most of an unwanted upload read (and dropped) before closing its connection.
+const LINGER_BYTES: u64 = 1 << 20;
+
 /// How the engine let go of a connection.
 pub enum Outcome {
     /// The connection is over.
     Closed,
+    /// The client has sent nothing more yet: wait for its next request, then call again.
+    Idle,
     /// hyper must serve the connection, starting with these bytes already read from it.
     Hyper(Vec<u8>),
 }
@@ -39,7 +44,8 @@ enum Step<'s> {
     Forward { group: usize, target: &'s Target, facts: RequestFacts },
 }
 
-/// Serves requests on `io` until the connection ends or a request needs hyper.
+/// Serves the requests the client has sent on `io`, until it has sent no more for now, the
+/// connection ends, or a request needs hyper.
 pub async fn serve<S>(io: &mut GuardedIo<S>, state: &State, name: &str, client: Client) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -49,12 +55,8 @@ where
     let mut out: Vec<u8> = Vec::new();
     loop {
         if buf.is_empty() && !io.has_buffered() {
-            // Between requests the connection holds no buffer.
-            buf = Vec::new();
-            out = Vec::new();
-            if !io.wait_for_request().await {
-                return Outcome::Closed;
-            }
+            // Between requests the connection holds no buffer, and no engine state.
+            return Outcome::Idle;
         }
         let snapshot = state.snapshot();
         let step = loop {
@@ -70,15 +72,21 @@ where
             }
         };
         let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
+        // A body the client may still be sending when its connection closes.
+        let uploading = match step {
+            Step::Forward { facts, .. } => facts.body_len > 0,
+            Step::Answer { close, .. } => close,
+            _ => false,
+        };
         let keep_alive = match step {
             Step::NeedMore | Step::Hyper => return Outcome::Hyper(buf),
             Step::Answer { status, close, group } => {
                 count(state, listener, group, status, true);
-                if write_answer(io, &out).await.is_err() || close {
+                if write_answer(io, &out).await.is_err() {
                     return Outcome::Closed;
                 }
                 buf.clear();
-                true
+                !close
             }
             Step::Forward { group, target, facts } => {
                 let timeout = snapshot.target_groups[group].settings.target_timeout;
@@ -100,11 +108,11 @@ where
                         let close = facts.close || body_unread;
                         out.clear();
                         own_answer::write(&mut out, status, &why, None, close, facts.head_method);
-                        if write_answer(io, &out).await.is_err() || close {
+                        if write_answer(io, &out).await.is_err() {
                             return Outcome::Closed;
                         }
                         buf.clear();
-                        true
+                        !close
                     }
                     Ended::Broken { status } => {
                         if let Some(status) = status {
@@ -116,8 +124,7 @@ where
             }
         };
         if !keep_alive {
-            // TLS says goodbye properly; a client that does not read it is not waited for.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), io.shutdown()).await;
+            close(io, uploading).await;
             return Outcome::Closed;
         }
     }
@@ -204,6 +211,19 @@ fn count(state: &State, listener: &ListenerPlan, group: Option<usize>, status: u
     }
     if own {
         state.metrics.elb_responses.get_or_create(&CodeLabel { code: status }).inc();
+    }
+}
+
+/// Ends the connection after its last answer. TLS says goodbye properly; a client that does
+/// not read it is not waited for. After an upload the target answered early, the rest of the
+/// body is read and dropped for a moment, so that closing with it unread does not reset the
+/// connection before the client has read the answer.
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, uploading: bool) {
+    let second = std::time::Duration::from_secs(1);
+    let _ = tokio::time::timeout(second, io.shutdown()).await;
+    if uploading {
+        let mut rest = (&mut *io).take(LINGER_BYTES);
+        let _ = tokio::time::timeout(second, tokio::io::copy(&mut rest, &mut tokio::io::sink())).await;
     }
 }
 

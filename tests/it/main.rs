@@ -7,6 +7,7 @@ mod algorithms;
 mod cli;
 mod common;
 mod desync;
+mod engine;
 mod l4;
 mod limits;
 mod metrics;

@@ -69,7 +69,7 @@ where
     out.extend_from_slice(&buf[facts.head_len..]);
     let body_left = facts.body_len - body_here as u64;
     let exchange = send_and_wait(client, buf, out, &mut rest, target, facts, body_left);
-    let (mut connection, response) = match tokio::time::timeout(timeout.get(), exchange).await {
+    let (mut connection, response, cut) = match tokio::time::timeout(timeout.get(), exchange).await {
         Ok(Ok(done)) => done,
         Err(_) => {
             let why = format!("target {} did not answer within target_timeout ({timeout})", target.address);
@@ -97,7 +97,7 @@ where
             }
             buf.clear();
             buf.extend_from_slice(&rest);
-            let keep_alive = !facts.close && response.framing != Framing::UntilClose;
+            let keep_alive = !facts.close && !cut && response.framing != Framing::UntilClose;
             Ended::Answered { status, keep_alive, waited }
         }
         Err(_) => Ended::Broken { status: Some(status) },
@@ -105,7 +105,8 @@ where
 }
 
 /// Sends the request and reads the head of its final answer (interim answers go on to the
-/// client). On return `buf` starts with that head and `out` holds the client's version of it.
+/// client). On return `buf` starts with that head and `out` holds the client's version of it;
+/// `true`: the target answered before the whole body was sent.
 #[allow(clippy::too_many_arguments)]
 async fn send_and_wait<C>(
     client: &mut C,
@@ -115,7 +116,7 @@ async fn send_and_wait<C>(
     target: &Target,
     facts: RequestFacts,
     body_left: u64,
-) -> Result<(TargetConnection, ResponseFacts), Fail>
+) -> Result<(TargetConnection, ResponseFacts, bool), Fail>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -135,7 +136,8 @@ where
             Err(_) if retry => continue,
             sent => sent.map_err(|_| Fail::Target)?,
         }
-        send_body(client, stream, buf, rest, body_left).await?;
+        let cut = send_body(client, stream, buf, rest, body_left).await?;
+        let close = facts.close || cut;
         buf.clear();
         loop {
             buf.reserve(HEAD_ROOM);
@@ -151,64 +153,74 @@ where
                 }
                 return Err(Fail::Target);
             }
-            out.clear();
-            match parse_and_rewrite(buf, facts.head_method, facts.close, out) {
-                Ok(Some(response)) if response.interim => {
-                    write_all_two(client, out, &[]).await.map_err(|_| Fail::Client)?;
-                    buf.drain(..response.head_len);
-                    // The final head may be here already.
-                    if let Some(next) = final_head(buf, facts, out)? {
-                        return Ok((connection, next));
+            // Interim answers go on to the client as they come; the final one is returned.
+            loop {
+                out.clear();
+                match parse_and_rewrite(buf, facts.head_method, close, out) {
+                    Ok(Some(response)) if response.interim => {
+                        write_all_two(client, out, &[]).await.map_err(|_| Fail::Client)?;
+                        buf.drain(..response.head_len);
+                        if buf.is_empty() {
+                            break;
+                        }
                     }
+                    Ok(Some(response)) if cut => {
+                        return Ok((connection, ResponseFacts { reusable: false, ..response }, true))
+                    }
+                    Ok(Some(response)) => return Ok((connection, response, false)),
+                    Ok(None) if buf.len() > MAX_RESPONSE_HEAD => return Err(Fail::Target),
+                    Ok(None) => break,
+                    Err(_) => return Err(Fail::Target),
                 }
-                Ok(Some(response)) => return Ok((connection, response)),
-                Ok(None) if buf.len() > MAX_RESPONSE_HEAD => return Err(Fail::Target),
-                Ok(None) => {}
-                Err(_) => return Err(Fail::Target),
             }
         }
     }
 }
 
-/// The final head already in `buf`, if a whole one is.
-fn final_head(buf: &[u8], facts: RequestFacts, out: &mut Vec<u8>) -> Result<Option<ResponseFacts>, Fail> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    out.clear();
-    match parse_and_rewrite(buf, facts.head_method, facts.close, out) {
-        Ok(Some(response)) if !response.interim => Ok(Some(response)),
-        // Not whole yet, or another interim answer: read on.
-        Ok(_) => Ok(None),
-        Err(_) => Err(Fail::Target),
-    }
-}
-
 /// Sends the `left` body bytes still to come from the client; bytes after the body go to
-/// `rest`.
+/// `rest`. If the target answers before the body is all sent (a refusal, say), sending stops
+/// there: `Ok(true)`, and neither connection carries another request.
 async fn send_body<C>(
     client: &mut C,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     rest: &mut Vec<u8>,
     mut left: u64,
-) -> Result<(), Fail>
+) -> Result<bool, Fail>
 where
     C: AsyncRead + Unpin,
 {
     while left > 0 {
         buf.clear();
         buf.reserve(if left > HEAD_ROOM as u64 { BODY_ROOM } else { HEAD_ROOM });
-        let got = client.read_buf(buf).await.map_err(|_| Fail::Client)?;
+        let got = tokio::select! {
+            biased;
+            _ = stream.readable() => return Ok(true),
+            got = client.read_buf(buf) => got.map_err(|_| Fail::Client)?,
+        };
         if got == 0 {
             return Err(Fail::Client);
         }
         let take = (got as u64).min(left) as usize;
-        stream.write_all(&buf[..take]).await.map_err(|_| Fail::Target)?;
         rest.extend_from_slice(&buf[take..]);
+        let mut sent = 0;
+        while sent < take {
+            tokio::select! {
+                biased;
+                _ = stream.readable() => return Ok(true),
+                writable = stream.writable() => {
+                    writable.map_err(|_| Fail::Target)?;
+                    match stream.try_write(&buf[sent..take]) {
+                        Ok(n) => sent += n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(_) => return Err(Fail::Target),
+                    }
+                }
+            }
+        }
         left -= take as u64;
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Opens a new connection to `target`, counted as open while it lives.
