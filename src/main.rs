@@ -60,9 +60,14 @@ fn main() -> ExitCode {
 }
 
 fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // One thread: the single-threaded scheduler, which has no work-stealing to pay for.
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     builder.enable_all();
-    if worker_threads > 0 {
+    if worker_threads > 1 {
         builder.worker_threads(worker_threads);
     }
     match builder.build() {

@@ -1,11 +1,15 @@
-//! Copying a TCP connection both ways. On Linux the bytes go socket → pipe → socket with
-//! `splice(2)` and never enter user space; elsewhere a plain copy. Half-closes pass through,
-//! and a connection idle longer than the timeout is closed.
+//! Copying a TCP connection both ways. The first bytes of each direction go through a small
+//! buffer; once a direction proves to be a bulk transfer, on Linux its bytes go socket → pipe
+//! → socket with `splice(2)` and never enter user space (a pipe costs two descriptors and
+//! kernel buffers: short connections are better off without). Half-closes pass through, and
+//! a connection idle longer than the timeout is closed.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::target_group::uptime_ms;
@@ -21,10 +25,13 @@ pub enum CopyEnd {
 
 /// Copies between `client` and `target` until both directions close or nothing moves for
 /// `idle`.
-pub async fn copy_both_ways(client: &TcpStream, target: &TcpStream, idle: Duration) -> io::Result<CopyEnd> {
+pub async fn copy_both_ways(client: TcpStream, target: TcpStream, idle: Duration) -> io::Result<CopyEnd> {
     let last = AtomicU64::new(uptime_ms());
+    let (client_read, client_write) = client.into_split();
+    let (target_read, target_write) = target.into_split();
     let both = async {
-        let (up, down) = tokio::try_join!(one_way(client, target, &last), one_way(target, client, &last))?;
+        let (up, down) =
+            tokio::try_join!(one_way(client_read, target_write, &last), one_way(target_read, client_write, &last))?;
         Ok::<_, io::Error>(CopyEnd::Closed(up, down))
     };
     let watchdog = async {
@@ -42,35 +49,57 @@ pub async fn copy_both_ways(client: &TcpStream, target: &TcpStream, idle: Durati
     }
 }
 
-/// Closes the write half of `stream`: the peer reads end-of-stream, and may still answer.
-fn shutdown_write(stream: &TcpStream) {
-    // The peer may already be gone; nothing more to do then.
-    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
+/// Bytes read per buffered copy.
+const CHUNK: usize = 16 * 1024;
+
+/// After this many bytes, a direction is a bulk transfer: spliced from then on.
+#[cfg(target_os = "linux")]
+const SPLICE_AFTER: u64 = 64 * 1024;
+
+/// Copies `from` to `to` until `from` ends, then half-closes `to`; returns the bytes moved.
+async fn one_way(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        #[cfg(target_os = "linux")]
+        if total >= SPLICE_AFTER {
+            return splice_rest(from, to, last, total).await;
+        }
+        // Allocated per read, so an idle connection holds no buffer.
+        let mut buf = Vec::with_capacity(CHUNK);
+        if from.read_buf(&mut buf).await? == 0 {
+            to.shutdown().await?;
+            return Ok(total);
+        }
+        last.store(uptime_ms(), Ordering::Relaxed);
+        to.write_all(&buf).await?;
+        total += buf.len() as u64;
+    }
 }
 
+/// The rest of a bulk direction, spliced through a pipe.
 #[cfg(target_os = "linux")]
-async fn one_way(from: &TcpStream, to: &TcpStream, last: &AtomicU64) -> io::Result<u64> {
+async fn splice_rest(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, mut total: u64) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
 
+    let (source, sink): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
     let pipe = Pipe::new()?;
-    let mut total = 0u64;
     loop {
-        from.readable().await?;
-        let moved = match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe.write, PIPE_CHUNK)) {
+        source.readable().await?;
+        let moved = match source.try_io(Interest::READABLE, || splice(source.as_raw_fd(), pipe.write, PIPE_CHUNK)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         };
         if moved == 0 {
-            shutdown_write(to);
+            to.shutdown().await?;
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);
         let mut left = moved;
         while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || splice(pipe.read, to.as_raw_fd(), left)) {
+            sink.writable().await?;
+            match sink.try_io(Interest::WRITABLE, || splice(pipe.read, sink.as_raw_fd(), left)) {
                 Ok(n) => left -= n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -80,36 +109,6 @@ async fn one_way(from: &TcpStream, to: &TcpStream, last: &AtomicU64) -> io::Resu
     }
 }
 
-#[cfg(not(target_os = "linux"))]
-async fn one_way(from: &TcpStream, to: &TcpStream, last: &AtomicU64) -> io::Result<u64> {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total = 0u64;
-    loop {
-        from.readable().await?;
-        let n = match from.try_read(&mut buf) {
-            Ok(0) => {
-                shutdown_write(to);
-                return Ok(total);
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        last.store(uptime_ms(), Ordering::Relaxed);
-        let mut sent = 0;
-        while sent < n {
-            to.writable().await?;
-            match to.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        total += n as u64;
-    }
-}
-
-/// Bytes moved per splice call: a pipe's default capacity.
 #[cfg(target_os = "linux")]
 const PIPE_CHUNK: usize = 64 * 1024;
 
@@ -166,7 +165,6 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -181,7 +179,7 @@ mod tests {
         let (mut client, client_side) = pair().await;
         let (target_side, mut target) = pair().await;
         let copier =
-            tokio::spawn(async move { copy_both_ways(&client_side, &target_side, Duration::from_secs(10)).await });
+            tokio::spawn(async move { copy_both_ways(client_side, target_side, Duration::from_secs(10)).await });
         let payload = vec![7u8; 1 << 20];
         client.write_all(&payload).await.unwrap();
         client.shutdown().await.unwrap();
@@ -201,7 +199,7 @@ mod tests {
     async fn an_idle_connection_is_closed() {
         let (_client, client_side) = pair().await;
         let (target_side, _target) = pair().await;
-        let end = copy_both_ways(&client_side, &target_side, Duration::from_millis(200)).await.unwrap();
+        let end = copy_both_ways(client_side, target_side, Duration::from_millis(200)).await.unwrap();
         assert_eq!(end, CopyEnd::Idle);
     }
 }

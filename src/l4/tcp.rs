@@ -102,7 +102,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         match (client_stream, reencrypt) {
             (ClientSide::Plain(tcp), false) => {
                 target_stream.write_all(&early).await?;
-                match copy_both_ways(&tcp, &target_stream, idle).await? {
+                match copy_both_ways(tcp, target_stream, idle).await? {
                     CopyEnd::Closed(up, down) => Ok(up + down + early.len() as u64),
                     CopyEnd::Idle => Ok(0),
                 }
