@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod shards;
 pub mod snapshot;
 pub mod state;
 pub mod target_group;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use ballast::{config, demo, server};
+use ballast::{config, demo, server, shards};
 
 /// A self-hosted Elastic Load Balancing: ALB, NLB, GWLB and auto scaling in one binary.
 #[derive(Parser)]
@@ -60,20 +60,18 @@ fn main() -> ExitCode {
 }
 
 fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    // One thread: the single-threaded scheduler, which has no work-stealing to pay for.
-    let mut builder = if worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
+    let count = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    builder.enable_all();
-    if worker_threads > 1 {
-        builder.worker_threads(worker_threads);
-    }
-    match builder.build() {
+    let started = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|runtime| shards::start(count, runtime.handle().clone()).map(|()| runtime));
+    match started {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => {
-            eprintln!("ballast: cannot start the runtime: {e}");
+            eprintln!("ballast: cannot start the worker threads: {e}");
             ExitCode::FAILURE
         }
     }

@@ -17,22 +17,58 @@ use tokio::task::JoinHandle;
 use crate::config::ListenerProtocol;
 use crate::state::State;
 
-/// Binds a TCP socket for a listener: address reuse, a deep accept backlog.
-pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+/// Binds a TCP socket for a listener: address reuse, a deep accept backlog. With
+/// `share_port`, other sockets may bind the same address (one per worker thread).
+pub fn bind_tcp(addr: SocketAddr, share_port: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
+    if share_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nodelay(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// Starts `accept` on every worker thread, each with its own socket bound to `addr`; returns
+/// the address bound (the port chosen, for port 0) and the accept loops.
+fn accept_on_workers<F, Fut>(addr: SocketAddr, accept: F) -> std::io::Result<(SocketAddr, Vec<JoinHandle<()>>)>
+where
+    F: Fn(TcpListener) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let workers = crate::shards::handles();
+    let share_port = workers.len() > 1;
+    let first = bind_tcp(addr, share_port)?;
+    let local = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.len() {
+        sockets.push(bind_tcp(local, true)?);
+    }
+    let loops = workers
+        .iter()
+        .zip(sockets)
+        .map(|(worker, socket)| {
+            // Registered with the worker's own reactor, from inside it.
+            let _inside = worker.enter();
+            let socket = TcpListener::from_std(socket);
+            match socket {
+                Ok(socket) => Ok(worker.spawn(accept(socket))),
+                Err(e) => Err(e),
+            }
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((local, loops))
 }
 
 /// A listener that is accepting: where it is bound and its accept loop.
 struct Bound {
     bind: String,
     addr: SocketAddr,
-    accept_loop: JoinHandle<()>,
+    /// One per worker thread (one for UDP).
+    accept_loops: Vec<JoinHandle<()>>,
 }
 
 /// The accept loops of the running balancer, matched to the snapshot's listeners by name.
@@ -51,7 +87,7 @@ impl Listeners {
         self.bound.retain(|name, bound| {
             let keep = wanted.iter().any(|l| &l.name == name && l.bind == bound.bind);
             if !keep {
-                bound.accept_loop.abort();
+                bound.accept_loops.iter().for_each(JoinHandle::abort);
             }
             keep
         });
@@ -63,42 +99,46 @@ impl Listeners {
             let addr: SocketAddr =
                 l.bind.parse().map_err(|_| format!("listener `{}`: bad bind `{}`", l.name, l.bind))?;
             let cannot_bind = |e: std::io::Error| format!("listener `{}`: cannot bind {addr}: {e}", l.name);
-            let (scheme, local, accept_loop) = match l.protocol {
+            let (scheme, local, accept_loops) = match l.protocol {
                 ListenerProtocol::Udp => {
                     let socket = std::net::UdpSocket::bind(addr)
                         .and_then(|s| s.set_nonblocking(true).map(|()| s))
                         .and_then(tokio::net::UdpSocket::from_std)
                         .map_err(cannot_bind)?;
                     let local = socket.local_addr().map_err(|e| e.to_string())?;
-                    ("udp", local, tokio::spawn(crate::l4::udp::serve(socket, Arc::clone(state), l.name.clone())))
+                    let flows = tokio::spawn(crate::l4::udp::serve(socket, Arc::clone(state), l.name.clone()));
+                    ("udp", local, vec![flows])
+                }
+                ListenerProtocol::Tcp | ListenerProtocol::Tls => {
+                    let scheme = if l.protocol == ListenerProtocol::Tls { "tls" } else { "tcp" };
+                    let name = Arc::<str>::from(l.name.as_str());
+                    let (local, loops) = accept_on_workers(addr, |socket| {
+                        let (state, name) = (Arc::clone(state), Arc::clone(&name));
+                        async move {
+                            let accepting = Arc::clone(&name);
+                            accept::accept_each(socket, &accepting, |tcp, peer| {
+                                tokio::spawn(crate::l4::tcp::connection(
+                                    tcp,
+                                    peer,
+                                    Arc::clone(&state),
+                                    Arc::clone(&name),
+                                ));
+                            })
+                            .await;
+                        }
+                    })
+                    .map_err(cannot_bind)?;
+                    (scheme, local, loops)
                 }
                 protocol => {
-                    let socket = bind_tcp(addr).map_err(cannot_bind)?;
-                    let local = socket.local_addr().map_err(|e| e.to_string())?;
-                    let (scheme, task) = match protocol {
-                        ListenerProtocol::Tcp | ListenerProtocol::Tls => {
-                            let scheme = if protocol == ListenerProtocol::Tls { "tls" } else { "tcp" };
-                            let (state, name) = (Arc::clone(state), Arc::<str>::from(l.name.as_str()));
-                            let task = async move {
-                                let accepting = Arc::clone(&name);
-                                accept::accept_each(socket, &accepting, |tcp, peer| {
-                                    let task =
-                                        crate::l4::tcp::connection(tcp, peer, Arc::clone(&state), Arc::clone(&name));
-                                    tokio::spawn(task);
-                                })
-                                .await;
-                            };
-                            (scheme, tokio::spawn(task))
-                        }
-                        _ => {
-                            let scheme = if protocol.terminates_tls() { "https" } else { "http" };
-                            (scheme, tokio::spawn(http::serve(socket, Arc::clone(state), l.name.clone())))
-                        }
-                    };
-                    (scheme, local, task)
+                    let scheme = if protocol.terminates_tls() { "https" } else { "http" };
+                    let (local, loops) =
+                        accept_on_workers(addr, |socket| http::serve(socket, Arc::clone(state), l.name.clone()))
+                            .map_err(cannot_bind)?;
+                    (scheme, local, loops)
                 }
             };
-            self.bound.insert(l.name.clone(), Bound { bind: l.bind.clone(), addr: local, accept_loop });
+            self.bound.insert(l.name.clone(), Bound { bind: l.bind.clone(), addr: local, accept_loops });
             started.push((l.name.clone(), scheme, local));
         }
         Ok(started)

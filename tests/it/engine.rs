@@ -704,12 +704,15 @@ async fn a_closing_client_is_closed_but_its_target_connection_is_kept() {
     let (rest, ended) = client.until_end().await;
     assert!(ended, "ballast kept the client connection open");
     assert!(rest.is_empty(), "stray bytes {:?}", text(&rest));
-    // A new client's request goes over the same target connection.
+    // A new client's request is served; the first target connection stays open for reuse (by
+    // the worker thread that opened it: the new client may land on another one).
     let mut other = RawClient::connect(ballast.addr("lb")).await;
     let again = other.get("/again").await;
     assert_eq!((again.status, text(&again.body)), (200, "/again".to_string()));
     let seen: Vec<(String, usize)> = target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
-    assert_eq!(seen, [("/bye".to_string(), 0), ("/again".to_string(), 0)]);
+    assert_eq!(seen[0], ("/bye".to_string(), 0));
+    assert!(seen.len() == 2 && seen[1].1 <= 1, "{seen:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(target.closed_by_ballast().is_empty(), "the target connection was closed");
     assert!(
         target.requests().iter().all(|r| r.header_values("connection").is_empty()),

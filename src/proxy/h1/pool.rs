@@ -44,30 +44,44 @@ impl TargetConnection {
     }
 }
 
-/// The idle connections of one target, most recently used last.
+/// The idle connections of one target, most recently used last. Each is used again only on
+/// the worker thread that opened it, whose reactor drives it.
 #[derive(Debug, Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<(TargetConnection, Instant)>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    connection: TargetConnection,
+    since: Instant,
+    worker: usize,
 }
 
 impl IdlePool {
-    /// The most recently used idle connection that is still usable, if any.
+    /// The most recently used idle connection of this worker that is still usable, if any.
     pub fn take(&self) -> Option<TargetConnection> {
+        let worker = crate::shards::current();
         loop {
-            let (connection, _) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
-            if !connection.is_stale() {
-                return Some(connection);
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let at = idle.iter().rposition(|i| i.worker == worker)?;
+                idle.remove(at)
+            };
+            if !idle.connection.is_stale() {
+                return Some(idle.connection);
             }
         }
     }
 
     /// Keeps `connection` for a later request.
     pub fn put(&self, connection: TargetConnection) {
+        let worker = crate::shards::current();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
-        idle.push((connection, Instant::now()));
+        idle.push(Idle { connection, since: Instant::now(), worker });
     }
 
     /// Closes the connections idle longer than [`IDLE_TIMEOUT`].
@@ -75,7 +89,7 @@ impl IdlePool {
         let now = Instant::now();
         let expired = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let keep_from = idle.iter().position(|(_, since)| now.duration_since(*since) < IDLE_TIMEOUT);
+            let keep_from = idle.iter().position(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
             let cut = keep_from.unwrap_or(idle.len());
             idle.drain(..cut).count()
         };
