@@ -64,10 +64,8 @@ fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>)
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let started = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .and_then(|runtime| shards::start(count, runtime.handle().clone()).map(|()| runtime));
+    let started =
+        shards::runtime(0).and_then(|runtime| shards::start(count, runtime.handle().clone()).map(|()| runtime));
     match started {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => {

@@ -238,7 +238,7 @@ async fn pass_answer<C>(
     client: &mut C,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
-    out: &[u8],
+    out: &mut Vec<u8>,
     response: ResponseFacts,
 ) -> io::Result<bool>
 where
@@ -318,12 +318,19 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// Writes `a` then `b`, in one system call when they fit.
-async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, mut a: &[u8], mut b: &[u8]) -> io::Result<()> {
+/// Bytes of a body copied behind its head, to go out in one plain write.
+const COPY_BELOW: usize = 8 * 1024;
+
+/// Writes the head `head` then the bytes `b`, in one system call when they fit: a short `b` is
+/// copied behind the head (one `send`), a long one goes by `writev`.
+async fn write_all_two<W: AsyncWrite + Unpin>(w: &mut W, head: &mut Vec<u8>, mut b: &[u8]) -> io::Result<()> {
+    if b.len() <= COPY_BELOW {
+        head.extend_from_slice(b);
+        return w.write_all(head).await;
+    }
+    let mut a = &head[..];
     while !a.is_empty() || !b.is_empty() {
-        let n = if b.is_empty() {
-            w.write(a).await?
-        } else if a.is_empty() {
+        let n = if a.is_empty() {
             w.write(b).await?
         } else {
             w.write_vectored(&[IoSlice::new(a), IoSlice::new(b)]).await?
