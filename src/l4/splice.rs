@@ -67,7 +67,8 @@ async fn one_way(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU
         // Allocated per read, so an idle connection holds no buffer.
         let mut buf = Vec::with_capacity(CHUNK);
         if from.read_buf(&mut buf).await? == 0 {
-            to.shutdown().await?;
+            // The peer may be gone already: nothing to pass the end on to.
+            let _ = to.shutdown().await;
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);
@@ -92,7 +93,8 @@ async fn splice_rest(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU
             Err(e) => return Err(e),
         };
         if moved == 0 {
-            to.shutdown().await?;
+            // The peer may be gone already: nothing to pass the end on to.
+            let _ = to.shutdown().await;
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);

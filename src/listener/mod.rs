@@ -47,19 +47,18 @@ where
     for _ in 1..workers.len() {
         sockets.push(bind_tcp(local, true)?);
     }
-    let loops = workers
-        .iter()
-        .zip(sockets)
-        .map(|(worker, socket)| {
-            // Registered with the worker's own reactor, from inside it.
-            let _inside = worker.enter();
-            let socket = TcpListener::from_std(socket);
-            match socket {
-                Ok(socket) => Ok(worker.spawn(accept(socket))),
-                Err(e) => Err(e),
+    let mut loops = Vec::with_capacity(workers.len());
+    for (worker, socket) in workers.iter().zip(sockets) {
+        // Registered with the worker's own reactor, from inside it.
+        let _inside = worker.enter();
+        match TcpListener::from_std(socket) {
+            Ok(socket) => loops.push(worker.spawn(accept(socket))),
+            Err(e) => {
+                loops.iter().for_each(JoinHandle::abort);
+                return Err(e);
             }
-        })
-        .collect::<std::io::Result<Vec<_>>>()?;
+        }
+    }
     Ok((local, loops))
 }
 

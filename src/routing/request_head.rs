@@ -45,6 +45,8 @@ impl<'a> Fields<'a> {
                 Some(
                     raw.iter()
                         .filter(move |h| h.name.eq_ignore_ascii_case(name.as_str()))
+                        // As `HeaderValue::to_str`: visible ASCII (and tabs) only.
+                        .filter(|h| h.value.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
                         .filter_map(|h| std::str::from_utf8(h.value).ok()),
                 ),
             ),

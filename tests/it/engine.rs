@@ -784,3 +784,26 @@ async fn forwarded_headers_are_set_and_hop_by_hop_headers_stay_behind() {
         assert!(req.header_values(hop).is_empty(), "{hop} reached the target: {}", req.head);
     }
 }
+
+#[tokio::test]
+async fn a_connection_field_naming_the_length_smuggles_nothing() {
+    // `Connection: content-length` must not strip the length while the body still goes: the
+    // body would reach the target as a second, unguarded request.
+    let target = ScriptedTarget::start(|req| Reply::ok(req.path()));
+    let ballast = target.ballast();
+    let mut client = RawClient::connect(ballast.addr("lb")).await;
+    let smuggled = b"GET /admin HTTP/1.1\r\nHost: internal\r\n\r\n";
+    let head = format!(
+        "POST /public HTTP/1.1\r\nHost: engine.test\r\nConnection: content-length, host\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
+    client.send(head.as_bytes()).await;
+    client.send(smuggled).await;
+    let (answer, raw) = client.answer(false).await;
+    assert_eq!((answer.status, text(&answer.body)), (200, "/public".to_string()), "{}", text(&raw));
+    let next = client.get("/next").await;
+    assert_eq!(next.status, 200);
+    let seen: Vec<(String, Vec<u8>)> =
+        target.requests().iter().map(|r| (r.path().to_string(), r.body.clone())).collect();
+    assert_eq!(seen, [("/public".to_string(), smuggled.to_vec()), ("/next".to_string(), Vec::new())]);
+}

@@ -69,11 +69,11 @@ where
     out.extend_from_slice(&buf[facts.head_len..]);
     let body_left = facts.body_len - body_here as u64;
     let exchange = send_and_wait(client, buf, out, &mut rest, target, facts, body_left);
-    let (mut connection, response, cut) = match tokio::time::timeout(timeout.get(), exchange).await {
+    let (mut connection, response) = match tokio::time::timeout(timeout.get(), exchange).await {
         Ok(Ok(done)) => done,
         Err(_) => {
             let why = format!("target {} did not answer within target_timeout ({timeout})", target.address);
-            return Ended::Failed { status: 504, why, connection_error: false, body_unread: true };
+            return Ended::Failed { status: 504, why, connection_error: false, body_unread: body_left > 0 };
         }
         Ok(Err(Fail::Connect)) => {
             // A passive check: the target is down now, not at its next active check.
@@ -84,7 +84,7 @@ where
         Ok(Err(Fail::Target)) => {
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let why = format!("target {} closed the connection or sent a broken response", target.address);
-            return Ended::Failed { status: 502, why, connection_error: true, body_unread: true };
+            return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
         Ok(Err(Fail::Client)) => return Ended::Broken { status: None },
     };
@@ -97,7 +97,7 @@ where
             }
             buf.clear();
             buf.extend_from_slice(&rest);
-            let keep_alive = !facts.close && !cut && response.framing != Framing::UntilClose;
+            let keep_alive = !facts.close && response.framing != Framing::UntilClose;
             Ended::Answered { status, keep_alive, waited }
         }
         Err(_) => Ended::Broken { status: Some(status) },
@@ -105,8 +105,7 @@ where
 }
 
 /// Sends the request and reads the head of its final answer (interim answers go on to the
-/// client). On return `buf` starts with that head and `out` holds the client's version of it;
-/// `true`: the target answered before the whole body was sent.
+/// client). On return `buf` starts with that head and `out` holds the client's version of it.
 #[allow(clippy::too_many_arguments)]
 async fn send_and_wait<C>(
     client: &mut C,
@@ -116,7 +115,7 @@ async fn send_and_wait<C>(
     target: &Target,
     facts: RequestFacts,
     body_left: u64,
-) -> Result<(TargetConnection, ResponseFacts, bool), Fail>
+) -> Result<(TargetConnection, ResponseFacts), Fail>
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
@@ -129,15 +128,14 @@ where
             Some(connection) => (connection, true),
             None => (connect(target).await.map_err(|_| Fail::Connect)?, false),
         };
-        let retry = reused && may_retry;
+        let mut retry = reused && may_retry;
         may_retry = false;
         let stream = &mut connection.stream;
         match stream.write_all(out).await {
             Err(_) if retry => continue,
             sent => sent.map_err(|_| Fail::Target)?,
         }
-        let cut = send_body(client, stream, buf, rest, body_left).await?;
-        let close = facts.close || cut;
+        send_body(client, stream, buf, rest, body_left).await?;
         buf.clear();
         loop {
             buf.reserve(HEAD_ROOM);
@@ -146,6 +144,10 @@ where
                 Err(_) if buf.is_empty() && retry => 0,
                 Err(_) => return Err(Fail::Target),
             };
+            if n > 0 {
+                // The target has begun to answer: this request is not sent again.
+                retry = false;
+            }
             if n == 0 {
                 if buf.is_empty() && retry {
                     // Closed by the target before it answered: once more, on a new one.
@@ -156,7 +158,7 @@ where
             // Interim answers go on to the client as they come; the final one is returned.
             loop {
                 out.clear();
-                match parse_and_rewrite(buf, facts.head_method, close, out) {
+                match parse_and_rewrite(buf, facts.head_method, facts.close, out) {
                     Ok(Some(response)) if response.interim => {
                         write_all_two(client, out, &[]).await.map_err(|_| Fail::Client)?;
                         buf.drain(..response.head_len);
@@ -164,10 +166,7 @@ where
                             break;
                         }
                     }
-                    Ok(Some(response)) if cut => {
-                        return Ok((connection, ResponseFacts { reusable: false, ..response }, true))
-                    }
-                    Ok(Some(response)) => return Ok((connection, response, false)),
+                    Ok(Some(response)) => return Ok((connection, response)),
                     Ok(None) if buf.len() > MAX_RESPONSE_HEAD => return Err(Fail::Target),
                     Ok(None) => break,
                     Err(_) => return Err(Fail::Target),
@@ -177,50 +176,31 @@ where
     }
 }
 
-/// Sends the `left` body bytes still to come from the client; bytes after the body go to
-/// `rest`. If the target answers before the body is all sent (a refusal, say), sending stops
-/// there: `Ok(true)`, and neither connection carries another request.
+/// Sends the `left` body bytes still to come from the client (a small body: see
+/// `request::MAX_BODY`); bytes after the body go to `rest`.
 async fn send_body<C>(
     client: &mut C,
     stream: &mut TcpStream,
     buf: &mut Vec<u8>,
     rest: &mut Vec<u8>,
     mut left: u64,
-) -> Result<bool, Fail>
+) -> Result<(), Fail>
 where
     C: AsyncRead + Unpin,
 {
     while left > 0 {
         buf.clear();
-        buf.reserve(if left > HEAD_ROOM as u64 { BODY_ROOM } else { HEAD_ROOM });
-        let got = tokio::select! {
-            biased;
-            _ = stream.readable() => return Ok(true),
-            got = client.read_buf(buf) => got.map_err(|_| Fail::Client)?,
-        };
+        buf.reserve(HEAD_ROOM);
+        let got = client.read_buf(buf).await.map_err(|_| Fail::Client)?;
         if got == 0 {
             return Err(Fail::Client);
         }
         let take = (got as u64).min(left) as usize;
+        stream.write_all(&buf[..take]).await.map_err(|_| Fail::Target)?;
         rest.extend_from_slice(&buf[take..]);
-        let mut sent = 0;
-        while sent < take {
-            tokio::select! {
-                biased;
-                _ = stream.readable() => return Ok(true),
-                writable = stream.writable() => {
-                    writable.map_err(|_| Fail::Target)?;
-                    match stream.try_write(&buf[sent..take]) {
-                        Ok(n) => sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(_) => return Err(Fail::Target),
-                    }
-                }
-            }
-        }
         left -= take as u64;
     }
-    Ok(false)
+    Ok(())
 }
 
 /// Opens a new connection to `target`, counted as open while it lives.

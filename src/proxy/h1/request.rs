@@ -8,6 +8,10 @@ use crate::proxy::Client;
 /// The most header fields a request may have here; more go to hyper.
 pub const MAX_FIELDS: usize = 100;
 
+/// The largest request body the engine sends: one that fits the sockets' buffers, so sending
+/// it never waits on a target that answers before reading it.
+pub const MAX_BODY: u64 = 16 * 1024;
+
 /// Fields that describe one connection, never forwarded (RFC 9110 section 7.6.1), and the
 /// X-Forwarded-* fields ballast writes itself.
 const DROPPED: [&str; 8] = [
@@ -78,8 +82,12 @@ pub fn parse<'b, 'h>(
             host = std::str::from_utf8(field.value).ok();
         } else if name.eq_ignore_ascii_case("content-length") {
             // The guard lets exactly one valid length through.
-            facts.body_len =
-                std::str::from_utf8(field.value).ok().and_then(|v| v.trim().parse().ok()).ok_or(NotHere::Unusual)?;
+            facts.body_len = digits(field.value).ok_or(NotHere::Unusual)?;
+            // A larger upload goes to hyper, which sends it while the answer may already come
+            // back; a small one is sent whole before the answer is read.
+            if facts.body_len > MAX_BODY {
+                return Err(NotHere::Unusual);
+            }
         } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
@@ -99,13 +107,30 @@ pub fn parse<'b, 'h>(
     Ok(Some(Head { method, target, host, fields, facts }))
 }
 
+/// A length: ASCII digits only, nothing else (no sign, no spaces inside).
+pub fn digits(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(value).ok()?.parse().ok()
+}
+
 /// The comma-separated tokens of a field value, trimmed.
 pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|&b| b == b',').map(|t| t.trim_ascii()).filter(|t| !t.is_empty())
 }
 
+/// Fields that say where a message is, or where it goes: never dropped because a `Connection`
+/// field names them (dropping `Content-Length` while passing the body would smuggle it).
+const FRAMING: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
 /// Whether field `name` is one the `Connection` fields of `fields` name (so it is hop-by-hop).
+/// Framing fields never are.
 pub fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool {
+    if FRAMING.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        return false;
+    }
     fields
         .iter()
         .filter(|f| f.name.eq_ignore_ascii_case("connection"))
@@ -197,6 +222,24 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_field_cannot_drop_the_framing() {
+        let text = rewritten(
+            b"POST /p HTTP/1.1\r\nHost: a\r\nConnection: content-length, host, x-a\r\nx-a: 1\r\n\
+              Content-Length: 4\r\n\r\nbody",
+        );
+        assert!(text.contains("Content-Length: 4\r\n") && text.contains("Host: a\r\n"), "{text}");
+        assert!(!text.contains("x-a"), "{text}");
+    }
+
+    #[test]
+    fn lengths_are_digits_only() {
+        assert_eq!(digits(b" 42 "), Some(42));
+        for bad in [&b"+5"[..], b"-1", b"4 2", b"", b"0x10"] {
+            assert_eq!(digits(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
     fn unusual_requests_go_to_hyper() {
         for raw in [
             &b"GET / HTTP/1.0\r\nHost: x\r\n\r\n"[..],
@@ -205,6 +248,7 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 16385\r\n\r\n",
         ] {
             let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
             assert!(parse(raw, &mut fields).is_err(), "{}", String::from_utf8_lossy(raw));

@@ -1,7 +1,7 @@
 //! A target's HTTP/1.x response head: how its body is framed, whether the connection can be
 //! used again, and the head the client gets.
 
-use super::request::{named_by_connection, tokens, MAX_FIELDS};
+use super::request::{digits, named_by_connection, tokens, MAX_FIELDS};
 
 /// Fields that describe one connection, never passed on. `Transfer-Encoding` stays: the body
 /// is passed on as it came, chunks and all.
@@ -61,7 +61,7 @@ pub fn parse_and_rewrite(
     let mut target_close = version == 0;
     for field in fields {
         if field.name.eq_ignore_ascii_case("content-length") {
-            let value = std::str::from_utf8(field.value).ok().and_then(|v| v.trim().parse().ok());
+            let value = digits(field.value);
             match (value, length) {
                 (None, _) => return Err(BrokenResponse),
                 (Some(n), Some(m)) if n != m => return Err(BrokenResponse),
@@ -166,10 +166,19 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_field_cannot_drop_the_framing() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: content-length\r\n\r\nhello";
+        let (facts, head) = rewrite(raw, false, false);
+        assert_eq!(facts.framing, Framing::Length(5));
+        assert!(head.contains("Content-Length: 5\r\n"), "{head}");
+    }
+
+    #[test]
     fn broken_heads_are_refused() {
         for raw in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
             b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
             b"NONSENSE\r\n\r\n",
         ] {
