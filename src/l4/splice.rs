@@ -27,11 +27,14 @@ pub enum CopyEnd {
 /// `idle`.
 pub async fn copy_both_ways(client: TcpStream, target: TcpStream, idle: Duration) -> io::Result<CopyEnd> {
     let last = AtomicU64::new(uptime_ms());
+    let ended = AtomicU64::new(0);
     let (client_read, client_write) = client.into_split();
     let (target_read, target_write) = target.into_split();
     let both = async {
-        let (up, down) =
-            tokio::try_join!(one_way(client_read, target_write, &last), one_way(target_read, client_write, &last))?;
+        let (up, down) = tokio::try_join!(
+            one_way(client_read, target_write, &last, &ended),
+            one_way(target_read, client_write, &last, &ended)
+        )?;
         Ok::<_, io::Error>(CopyEnd::Closed(up, down))
     };
     let watchdog = async {
@@ -57,18 +60,22 @@ const CHUNK: usize = 16 * 1024;
 const SPLICE_AFTER: u64 = 64 * 1024;
 
 /// Copies `from` to `to` until `from` ends, then half-closes `to`; returns the bytes moved.
-async fn one_way(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64) -> io::Result<u64> {
+async fn one_way(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    last: &AtomicU64,
+    ended: &AtomicU64,
+) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         #[cfg(target_os = "linux")]
         if total >= SPLICE_AFTER {
-            return splice_rest(from, to, last, total).await;
+            return splice_rest(from, to, last, ended, total).await;
         }
         // Allocated per read, so an idle connection holds no buffer.
         let mut buf = Vec::with_capacity(CHUNK);
         if from.read_buf(&mut buf).await? == 0 {
-            // The peer may be gone already: nothing to pass the end on to.
-            let _ = to.shutdown().await;
+            pass_end(to, ended);
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);
@@ -77,9 +84,26 @@ async fn one_way(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU
     }
 }
 
+/// Passes the end of one direction on: the peer reads end-of-stream (a half-close) and may
+/// still answer. When the other direction has ended already, both sockets close at once: no
+/// half-close to send.
+fn pass_end(to: OwnedWriteHalf, ended: &AtomicU64) {
+    if ended.fetch_add(1, Ordering::Relaxed) == 0 {
+        // The peer may be gone already: nothing to pass the end on to.
+        let _ = socket2::SockRef::from(to.as_ref()).shutdown(std::net::Shutdown::Write);
+    }
+    to.forget();
+}
+
 /// The rest of a bulk direction, spliced through a pipe.
 #[cfg(target_os = "linux")]
-async fn splice_rest(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, mut total: u64) -> io::Result<u64> {
+async fn splice_rest(
+    from: OwnedReadHalf,
+    to: OwnedWriteHalf,
+    last: &AtomicU64,
+    ended: &AtomicU64,
+    mut total: u64,
+) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
     use tokio::io::Interest;
 
@@ -93,8 +117,7 @@ async fn splice_rest(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU
             Err(e) => return Err(e),
         };
         if moved == 0 {
-            // The peer may be gone already: nothing to pass the end on to.
-            let _ = to.shutdown().await;
+            pass_end(to, ended);
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);

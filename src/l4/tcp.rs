@@ -14,7 +14,7 @@ use super::proxy_protocol::{self, Transport, Version};
 use super::splice::{copy_both_ways, CopyEnd};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
-use crate::config::{ProxyProtocol, TargetProtocol};
+use crate::config::{Algorithm, ProxyProtocol, TargetProtocol};
 use crate::metrics::GaugeGuard;
 use crate::routing::ActionPlan;
 use crate::state::State;
@@ -32,7 +32,6 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
     listener.metrics.new_connections.inc();
     let _open = GaugeGuard::inc(listener.metrics.active_connections.clone());
-    let local = tcp.local_addr().unwrap_or(peer);
     let header_timeout = listener.limits.header_timeout.get();
     let idle = listener.idle_timeout;
 
@@ -54,6 +53,12 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
 
     let ActionPlan::Forward(plan) = listener.router.default_action() else { return };
     let Some(group_index) = plan.pick_group() else { return };
+    // The address the client reached: only flow hashing and PROXY headers need it (a system
+    // call per connection otherwise spent for nothing).
+    let needs_local = snapshot.target_groups.get(group_index).is_some_and(|g| {
+        g.settings.algorithm == Algorithm::FlowHash || g.settings.proxy_protocol != ProxyProtocol::Off
+    });
+    let local = if needs_local { tcp.local_addr().unwrap_or(peer) } else { peer };
     let tls = listener.tls.clone();
     let bytes = listener.metrics.processed_bytes.clone();
     drop(snapshot);
@@ -79,7 +84,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let snapshot = state.snapshot();
     let Some(group) = snapshot.target_groups.get(group_index) else { return };
     let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
-    let flow = flow_hash(client, local, 6);
+    let flow = if needs_local { flow_hash(client, local, 6) } else { 0 };
     let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow).await else {
         tracing::debug!(listener = %name, target_group = %group.name, "no target could be reached");
         return;
