@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::common::raw_target::{parse_answer, Answer};
+use crate::common::raw_target::{find, parse_answer, read_more, runtime, Answer};
 use crate::common::{http_client, one_group, wait_until, Backend, Ballast};
 
 /// How long a client waits for an answer, or for the end of a connection.
@@ -244,35 +244,6 @@ impl ScriptedTarget {
             }
         }
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Reads more bytes into `buf`; `false` at the end of the connection.
-async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
-    let mut chunk = [0u8; 64 * 1024];
-    match tcp.read(&mut chunk).await {
-        Ok(0) | Err(_) => false,
-        Ok(n) => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-    }
-}
-
-/// The scripted targets' own runtime, so that a test blocked starting ballast never stalls
-/// them.
-fn runtime() -> &'static tokio::runtime::Runtime {
-    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("the scripted targets' runtime starts")
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

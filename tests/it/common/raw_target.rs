@@ -274,12 +274,13 @@ fn dechunk(buf: &[u8]) -> Result<(Vec<u8>, usize), Dechunk> {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// Where `needle` first stands in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Reads more bytes into `buf`; `false` at the end of the connection.
-async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+pub async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let mut chunk = [0u8; 64 * 1024];
     match tcp.read(&mut chunk).await {
         Ok(0) | Err(_) => false,
@@ -290,8 +291,8 @@ async fn read_more(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     }
 }
 
-/// The target's own runtime, so that a test blocked starting ballast never stalls it.
-fn runtime() -> &'static tokio::runtime::Runtime {
+/// The raw targets' own runtime, so that a test blocked starting ballast never stalls them.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
