@@ -90,14 +90,14 @@ where
             }
             Step::Forward { group, target, facts } => {
                 let timeout = snapshot.target_groups[group].settings.target_timeout;
-                match h1::forward(io, &mut buf, &mut out, target, facts, timeout).await {
-                    Ended::Answered { status, keep_alive, waited } => {
-                        if let Some(m) = snapshot.group_metrics.get(group) {
-                            m.response_seconds.observe(waited.as_secs_f64());
-                        }
-                        count(state, listener, Some(group), status, false);
-                        keep_alive
+                let answered = |status: u16, waited: std::time::Duration| {
+                    if let Some(m) = snapshot.group_metrics.get(group) {
+                        m.response_seconds.observe(waited.as_secs_f64());
                     }
+                    count(state, listener, Some(group), status, false);
+                };
+                match h1::forward(io, &mut buf, &mut out, target, facts, timeout, answered).await {
+                    Ended::Answered { keep_alive } => keep_alive,
                     Ended::Failed { status, why, connection_error, body_unread } => {
                         if connection_error {
                             if let Some(m) = snapshot.group_metrics.get(group) {
@@ -114,12 +114,7 @@ where
                         buf.clear();
                         !close
                     }
-                    Ended::Broken { status } => {
-                        if let Some(status) = status {
-                            count(state, listener, Some(group), status, false);
-                        }
-                        false
-                    }
+                    Ended::Broken => false,
                 }
             }
         };

@@ -92,7 +92,10 @@ targets = [{{ address = "{refused}" }}]
     let end = tokio::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
         let text = c.get(&metrics_url).send().await.unwrap().text().await.unwrap();
-        if sample(&text, healthy) == Some(1.0) || tokio::time::Instant::now() > end {
+        // The handshake error is counted just after its connection closes, possibly on another
+        // worker thread than the one answering /metrics: wait for it too.
+        let counted = sample(&text, "ballast_tls_handshake_errors_total") == Some(1.0);
+        if (sample(&text, healthy) == Some(1.0) && counted) || tokio::time::Instant::now() > end {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -32,13 +32,13 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Ended {
     /// The answer went out whole. `keep_alive`: the client connection may carry another
-    /// request. `waited`: from sending the request to the answer's head.
-    Answered { status: u16, keep_alive: bool, waited: Duration },
+    /// request.
+    Answered { keep_alive: bool },
     /// The client got nothing yet: it should get the balancer's own answer `status`, saying
     /// `why`. `connection_error`: counted as a failed connection to the target.
     Failed { status: u16, why: String, connection_error: bool, body_unread: bool },
     /// One of the two connections broke, or an answer had to be cut: the client's ends.
-    Broken { status: Option<u16> },
+    Broken,
 }
 
 enum Fail {
@@ -50,6 +50,7 @@ enum Fail {
 /// Forwards the request whose rewritten head is in `out`, and whose first bytes (head, body,
 /// maybe more) are in `buf`, to `target`; answers the client on `client`. On return `buf`
 /// holds the client's bytes that came after the request (the next pipelined request).
+/// `answered` gets the answer's status and the wait for its head, before the answer goes on.
 pub async fn forward<C>(
     client: &mut C,
     buf: &mut Vec<u8>,
@@ -57,6 +58,7 @@ pub async fn forward<C>(
     target: &Target,
     facts: RequestFacts,
     timeout: config::Duration,
+    answered: impl FnOnce(u16, Duration),
 ) -> Ended
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -86,10 +88,12 @@ where
             let why = format!("target {} closed the connection or sent a broken response", target.address);
             return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
-        Ok(Err(Fail::Client)) => return Ended::Broken { status: None },
+        Ok(Err(Fail::Client)) => return Ended::Broken,
     };
     let waited = started.elapsed();
     let status = response.status;
+    // Counted before the client can see the answer, as hyper's path does.
+    answered(status, waited);
     match pass_answer(client, &mut connection.stream, buf, out, response).await {
         Ok(clean) => {
             if clean && response.reusable {
@@ -98,9 +102,9 @@ where
             buf.clear();
             buf.extend_from_slice(&rest);
             let keep_alive = !facts.close && response.framing != Framing::UntilClose;
-            Ended::Answered { status, keep_alive, waited }
+            Ended::Answered { keep_alive }
         }
-        Err(_) => Ended::Broken { status: Some(status) },
+        Err(_) => Ended::Broken,
     }
 }
 
