@@ -59,9 +59,11 @@ where
             return Outcome::Idle;
         }
         let snapshot = state.snapshot();
+        // A listener a reload removed: hyper answers 503.
+        let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
         let step = loop {
             out.clear();
-            match prepare(state, &snapshot, name, client, &buf, &decisions, &mut out) {
+            match prepare(state, &snapshot, listener, client, &buf, &decisions, &mut out) {
                 Step::NeedMore => {}
                 step => break step,
             }
@@ -71,7 +73,6 @@ where
                 Ok(_) => {}
             }
         };
-        let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
         // A body the client may still be sending when its connection closes.
         let uploading = match step {
             Step::Forward { facts, .. } => facts.body_len > 0,
@@ -131,7 +132,7 @@ where
 fn prepare<'s>(
     state: &State,
     snapshot: &'s Snapshot,
-    name: &str,
+    listener: &ListenerPlan,
     client: Client,
     buf: &[u8],
     decisions: &Decisions,
@@ -140,16 +141,13 @@ fn prepare<'s>(
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let head = match request::parse(buf, &mut fields) {
         Ok(Some(head)) => head,
-        Ok(None) if buf.len() < snapshot.listener(name).map_or(0, |l| l.limits.max_header_bytes) => {
-            return Step::NeedMore
-        }
+        Ok(None) if buf.len() < listener.limits.max_header_bytes => return Step::NeedMore,
         Ok(None) | Err(_) => return Step::Hyper,
     };
     let mut decisions = decisions.lock().unwrap_or_else(|p| p.into_inner());
     if decisions.front() != Some(&Decision::Forward { close: false }) {
         return Step::Hyper;
     }
-    let Some(listener) = snapshot.listener(name) else { return Step::Hyper };
     let (path, query) = head.target.split_once('?').unwrap_or((head.target, ""));
     let routed = RequestHead {
         method: head.method,
