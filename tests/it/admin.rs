@@ -796,6 +796,8 @@ async fn target_health_survives_a_reload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_lose_no_request() {
     const REQUESTS: usize = 5_000;
+    const MIN_RELOADS: usize = 6;
+    const MAX_REQUESTS: usize = 200_000;
     const CLIENTS: usize = 16;
     let a = Backend::start("a").await;
     let b = Backend::start("b").await;
@@ -820,17 +822,28 @@ async fn reloads_under_load_lose_no_request() {
     api.wait_for_state("alt", c.addr, "healthy").await;
 
     let url = ballast.url("lb");
+    // Requests go on until REQUESTS have been sent and MIN_RELOADS reloads have happened
+    // under them, however fast the machine. Each carries its number, so that a request
+    // served twice or never can be named.
     let next = Arc::new(AtomicUsize::new(0));
+    let reloaded = Arc::new(AtomicUsize::new(0));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let done = Arc::new(AtomicBool::new(false));
     let load = async {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let (url, next, failures) = (url.clone(), Arc::clone(&next), Arc::clone(&failures));
+                let (url, next, reloaded, failures) =
+                    (url.clone(), Arc::clone(&next), Arc::clone(&reloaded), Arc::clone(&failures));
                 tokio::spawn(async move {
                     let client = http_client();
-                    while next.fetch_add(1, Ordering::SeqCst) < REQUESTS {
-                        let outcome = match client.get(&url).send().await {
+                    loop {
+                        let n = next.fetch_add(1, Ordering::SeqCst);
+                        if n >= MAX_REQUESTS || (n >= REQUESTS && reloaded.load(Ordering::SeqCst) >= MIN_RELOADS) {
+                            next.fetch_sub(1, Ordering::SeqCst);
+                            break;
+                        }
+                        let sent = client.get(&url).header("x-request-number", n.to_string()).send().await;
+                        let outcome = match sent {
                             Ok(response) if response.status() == 200 => match response.text().await {
                                 Ok(_) => continue,
                                 Err(e) => format!("body: {e}"),
@@ -840,7 +853,7 @@ async fn reloads_under_load_lose_no_request() {
                             }
                             Err(e) => format!("{e}"),
                         };
-                        failures.lock().unwrap().push(outcome);
+                        failures.lock().unwrap().push(format!("request {n}: {outcome}"));
                     }
                 })
             })
@@ -851,31 +864,40 @@ async fn reloads_under_load_lose_no_request() {
         done.store(true, Ordering::SeqCst);
     };
     let reloads = async {
-        let mut count = 0usize;
         while !done.load(Ordering::SeqCst) {
+            let count = reloaded.load(Ordering::SeqCst);
             let next_file = if count.is_multiple_of(2) { &to_alt } else { &to_web };
             ballast.rewrite_config(&file(next_file));
             let (status, body) = api.reload().await;
             assert_eq!(status, 200, "reload {count}: {body}");
-            count += 1;
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            reloaded.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        count
     };
-    let ((), count) = tokio::time::timeout(Duration::from_secs(180), async { tokio::join!(load, reloads) })
+    tokio::time::timeout(Duration::from_secs(180), async { tokio::join!(load, reloads) })
         .await
-        .expect("5000 requests in three minutes");
+        .expect("the requests in three minutes");
+    let (sent, count) = (next.load(Ordering::SeqCst), reloaded.load(Ordering::SeqCst));
 
     let failures = failures.lock().unwrap();
     assert!(
         failures.is_empty(),
-        "{} of {REQUESTS} requests failed across {count} reloads, e.g. {:?}",
+        "{} of {sent} requests failed across {count} reloads, e.g. {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    let served = a.seen().len() + b.seen().len() + c.seen().len();
-    assert_eq!(served, REQUESTS);
-    assert!(count >= 4, "only {count} reloads happened under load");
+    let mut times_served = vec![0usize; sent];
+    for seen in a.seen().iter().chain(&b.seen()).chain(&c.seen()) {
+        let n: usize = seen.header("x-request-number").and_then(|n| n.parse().ok()).expect("a numbered request");
+        times_served[n] += 1;
+    }
+    let twice: Vec<_> = (0..sent).filter(|&n| times_served[n] > 1).collect();
+    let never: Vec<_> = (0..sent).filter(|&n| times_served[n] == 0).collect();
+    assert!(
+        twice.is_empty() && never.is_empty(),
+        "across {count} reloads, of {sent} requests these were served more than once: {twice:?}, never: {never:?}"
+    );
+    assert!(count >= MIN_RELOADS, "only {count} reloads happened under load");
     assert!(
         !c.seen().is_empty() && !a.seen().is_empty() && !b.seen().is_empty(),
         "the reloads took effect: a {}, b {}, c {}",
