@@ -49,23 +49,28 @@ fn main() -> ExitCode {
             }
         },
         Some(Command::Run { config: path }) => match config::load(&path) {
-            Ok(config) => run(config.runtime.worker_threads, async move { serve(config, path).await }),
+            Ok(config) => {
+                let runtime = config.runtime.clone();
+                run(runtime, async move { serve(config, path).await })
+            }
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::FAILURE
             }
         },
-        None => run(0, run_demo()),
+        None => run(config::Runtime::default(), run_demo()),
     }
 }
 
-fn run(worker_threads: usize, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
-    let count = match worker_threads {
+fn run(settings: config::Runtime, main: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    let count = match settings.worker_threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let started =
-        shards::runtime(0).and_then(|runtime| shards::start(count, runtime.handle().clone()).map(|()| runtime));
+    let cores = if settings.pin_workers { shards::cores_for(count) } else { None };
+    let first = cores.as_ref().map(|c| c[0]);
+    let started = shards::runtime(0, first)
+        .and_then(|runtime| shards::start(count, runtime.handle().clone(), cores.as_deref()).map(|()| runtime));
     match started {
         Ok(runtime) => runtime.block_on(main),
         Err(e) => {

@@ -59,11 +59,19 @@ impl Default for Admin {
 }
 
 /// `[runtime]`: the process itself.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Runtime {
     /// Threads serving traffic; 0 means one per core.
     pub worker_threads: usize,
+    /// Whether each worker thread keeps to a core of its own.
+    pub pin_workers: bool,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime { worker_threads: 0, pin_workers: true }
+    }
 }
 
 /// One `[[certificates]]` table: a PEM chain and its key.

@@ -17,3 +17,4 @@ mod streaming;
 mod targets;
 mod tls;
 mod websocket;
+mod workers;

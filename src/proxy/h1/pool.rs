@@ -44,30 +44,42 @@ impl TargetConnection {
     }
 }
 
-/// The idle connections of one target, most recently used last. Each is used again only on
-/// the worker thread that opened it, whose reactor drives it.
-#[derive(Debug, Default)]
+/// The idle connections of one target, most recently used last. Each worker thread keeps its
+/// own: a connection is used again only on the worker that opened it, whose reactor drives
+/// it, and no worker waits for another's lock.
+#[derive(Debug)]
 pub struct IdlePool {
-    idle: Mutex<Vec<Idle>>,
+    by_worker: Box<[Slot]>,
 }
+
+/// One worker's idle connections, on a cache line of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Slot(Mutex<Vec<Idle>>);
 
 #[derive(Debug)]
 struct Idle {
     connection: TargetConnection,
     since: Instant,
-    worker: usize,
+}
+
+impl Default for IdlePool {
+    fn default() -> Self {
+        IdlePool { by_worker: (0..crate::shards::count()).map(|_| Slot::default()).collect() }
+    }
 }
 
 impl IdlePool {
+    /// The calling worker's connections.
+    fn mine(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        let slot = &self.by_worker[crate::shards::current() % self.by_worker.len()];
+        slot.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The most recently used idle connection of this worker that is still usable, if any.
     pub fn take(&self) -> Option<TargetConnection> {
-        let worker = crate::shards::current();
         loop {
-            let idle = {
-                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let at = idle.iter().rposition(|i| i.worker == worker)?;
-                idle.remove(at)
-            };
+            let idle = self.mine().pop()?;
             if !idle.connection.is_stale() {
                 return Some(idle.connection);
             }
@@ -76,23 +88,28 @@ impl IdlePool {
 
     /// Keeps `connection` for a later request.
     pub fn put(&self, connection: TargetConnection) {
-        let worker = crate::shards::current();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() >= MAX_IDLE {
+        let most = (MAX_IDLE / self.by_worker.len()).max(1);
+        let mut idle = self.mine();
+        if idle.len() >= most {
             idle.remove(0);
         }
-        idle.push(Idle { connection, since: Instant::now(), worker });
+        idle.push(Idle { connection, since: Instant::now() });
     }
 
     /// Closes the connections idle longer than [`IDLE_TIMEOUT`].
     pub fn expire(&self) {
         let now = Instant::now();
-        let expired = {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let keep_from = idle.iter().position(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
-            let cut = keep_from.unwrap_or(idle.len());
-            idle.drain(..cut).count()
-        };
+        let mut expired = 0;
+        for slot in &self.by_worker {
+            let gone: Vec<Idle> = {
+                let mut idle = slot.0.lock().unwrap_or_else(|p| p.into_inner());
+                let keep_from = idle.iter().position(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                let cut = keep_from.unwrap_or(idle.len());
+                idle.drain(..cut).collect()
+            };
+            // Closed outside the lock.
+            expired += gone.len();
+        }
         if expired > 0 {
             tracing::debug!(expired, "closed idle target connections");
         }

@@ -1,0 +1,97 @@
+//! Worker threads: as many as `worker_threads` asks, each kept on a core of its own unless
+//! `pin_workers = false` or there are more workers than cores.
+
+use crate::common::http_client;
+use crate::common::process::Ballast;
+
+fn config(runtime: &str) -> String {
+    format!(
+        r#"
+[runtime]
+{runtime}
+
+[[listeners]]
+name = "lb"
+protocol = "http"
+bind = "127.0.0.1:0"
+default_action = {{ type = "fixed_response", status = 200, body = "served" }}
+"#
+    )
+}
+
+/// The cores in a `Cpus_allowed_list` ("0-3,6").
+fn cores(list: &str) -> Vec<usize> {
+    let mut cores = Vec::new();
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        cores.extend(first.parse::<usize>().expect("a core")..=last.parse::<usize>().expect("a core"));
+    }
+    cores
+}
+
+/// The cores the thread (or process) at `/proc/.../status` may run on.
+fn allowed(status_path: &std::path::Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).expect("a status file");
+    let line = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).expect("Cpus_allowed_list");
+    cores(line)
+}
+
+/// Each worker thread's allowed cores, by worker number.
+fn workers(pid: u32) -> Vec<Vec<usize>> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads") {
+        let dir = task.expect("a thread").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if let Some(index) = name.trim().strip_prefix("ballast-w").and_then(|i| i.parse::<usize>().ok()) {
+            found.push((index, allowed(&dir.join("status"))));
+        }
+    }
+    found.sort();
+    found.into_iter().map(|(_, cores)| cores).collect()
+}
+
+/// The cores this test may use, which ballast inherits.
+fn usable() -> Vec<usize> {
+    allowed(std::path::Path::new("/proc/self/status"))
+}
+
+async fn serves(ballast: &Ballast) {
+    let client = http_client();
+    for _ in 0..8 {
+        let response = client.get(ballast.url("lb")).send().await.expect("an answer");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.expect("a body"), "served");
+    }
+}
+
+#[tokio::test]
+async fn each_worker_keeps_to_a_core_of_its_own() {
+    let usable = usable();
+    let ballast = Ballast::start(&config(&format!("worker_threads = {}", usable.len())));
+    let workers = workers(ballast.pid());
+    assert_eq!(workers.len(), usable.len(), "one worker thread per core: {workers:?}");
+    for (index, cores) in workers.iter().enumerate() {
+        assert_eq!(cores, &vec![usable[index]], "worker {index} runs on core {} alone", usable[index]);
+    }
+    serves(&ballast).await;
+}
+
+#[tokio::test]
+async fn unpinned_workers_may_run_on_every_core() {
+    let usable = usable();
+    let ballast = Ballast::start(&config(&format!("worker_threads = {}\npin_workers = false", usable.len())));
+    let workers = workers(ballast.pid());
+    assert_eq!(workers.len(), usable.len());
+    assert!(workers.iter().all(|cores| cores == &usable), "{workers:?} against {usable:?}");
+    serves(&ballast).await;
+}
+
+#[tokio::test]
+async fn more_workers_than_cores_are_not_pinned() {
+    let usable = usable();
+    let ballast = Ballast::start(&config(&format!("worker_threads = {}", usable.len() + 1)));
+    let workers = workers(ballast.pid());
+    assert_eq!(workers.len(), usable.len() + 1);
+    assert!(workers.iter().all(|cores| cores == &usable), "{workers:?} against {usable:?}");
+    serves(&ballast).await;
+}
