@@ -36,6 +36,12 @@ pub struct CodeLabel {
     pub code: u16,
 }
 
+/// `{worker}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkerLabel {
+    pub worker: usize,
+}
+
 /// `{listener, reason}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -62,6 +68,7 @@ pub struct Metrics {
     pub target_connection_errors: Family<GroupLabel, Counter>,
     pub elb_responses: Family<CodeLabel, Counter>,
     pub desync_requests: Family<ClassLabels, Counter>,
+    pub worker_connections: Family<WorkerLabel, Gauge>,
 }
 
 /// `{listener, class}`.
@@ -87,6 +94,7 @@ impl Default for Metrics {
             target_connection_errors: Family::default(),
             elb_responses: Family::default(),
             desync_requests: Family::default(),
+            worker_connections: Family::default(),
             registry: Registry::default(),
         };
         // Counter names get `_total` appended by the encoder.
@@ -133,6 +141,11 @@ impl Default for Metrics {
             "ballast_desync_requests",
             "HTTP/1 requests by desync class (compliant, acceptable, ambiguous, severe)",
             m.desync_requests.clone(),
+        );
+        registry.register(
+            "ballast_worker_connections",
+            "Client connections each worker thread serves now",
+            m.worker_connections.clone(),
         );
         Metrics { registry, ..m }
     }

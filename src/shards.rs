@@ -89,6 +89,11 @@ fn stay_on(core: usize) {
 #[cfg(not(target_os = "linux"))]
 fn stay_on(_core: usize) {}
 
+/// The runtime of worker `index`, once the workers are started.
+pub fn handle(index: usize) -> Option<&'static Handle> {
+    WORKERS.get().and_then(|handles| handles.get(index))
+}
+
 /// The workers' runtimes; only the current runtime when no workers were started (a library
 /// user, a test).
 pub fn handles() -> Vec<Handle> {

@@ -158,11 +158,8 @@ async fn connect<'g>(group: &'g TargetGroup, zone: Option<&str>, flow: u64) -> O
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
         let target = group.pick(PickRequest { tried: &tried, zone, sticky: None, flow })?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.authority)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Some((stream, target));
-            }
+        match tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority)).await {
+            Ok(Ok(stream)) => return Some((stream, target)),
             _ => {
                 target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
                 if let Some(i) = group.targets.iter().position(|t| std::ptr::eq(t, target)) {

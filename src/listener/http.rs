@@ -11,7 +11,7 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
 use super::counted_io::CountedIo;
@@ -25,13 +25,10 @@ use crate::snapshot::ListenerPlan;
 use crate::state::State;
 
 /// Accepts connections for the listener `name` until the process ends.
-pub async fn serve(socket: TcpListener, state: Arc<State>, name: String) {
+pub async fn serve(socket: super::accept::Listening, state: Arc<State>, name: String) {
     let name: Arc<str> = name.into();
     let accepting = Arc::clone(&name);
-    super::accept::accept_each(socket, &accepting, |tcp, peer| {
-        tokio::spawn(serve_client(tcp, peer, Arc::clone(&state), Arc::clone(&name)));
-    })
-    .await;
+    super::accept::accept_each(socket, &accepting, move |tcp, peer| serve_client(tcp, peer, state, name)).await;
 }
 
 /// Serves one client connection. Admission, the PROXY header and the TLS handshake run

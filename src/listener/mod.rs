@@ -5,14 +5,16 @@ mod counted_io;
 mod dispatch;
 pub mod http;
 mod http1;
+pub mod spread;
 pub mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+
+use accept::Listening;
 
 use crate::config::ListenerProtocol;
 use crate::state::State;
@@ -36,7 +38,7 @@ pub fn bind_tcp(addr: SocketAddr, share_port: bool) -> std::io::Result<std::net:
 /// the address bound (the port chosen, for port 0) and the accept loops.
 fn accept_on_workers<F, Fut>(addr: SocketAddr, accept: F) -> std::io::Result<(SocketAddr, Vec<JoinHandle<()>>)>
 where
-    F: Fn(TcpListener) -> Fut,
+    F: Fn(Listening) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let workers = crate::shards::handles();
@@ -51,7 +53,7 @@ where
     for (worker, socket) in workers.iter().zip(sockets) {
         // Registered with the worker's own reactor, from inside it.
         let _inside = worker.enter();
-        match TcpListener::from_std(socket) {
+        match Listening::new(socket) {
             Ok(socket) => loops.push(worker.spawn(accept(socket))),
             Err(e) => {
                 loops.iter().for_each(JoinHandle::abort);
@@ -115,13 +117,8 @@ impl Listeners {
                         let (state, name) = (Arc::clone(state), Arc::clone(&name));
                         async move {
                             let accepting = Arc::clone(&name);
-                            accept::accept_each(socket, &accepting, |tcp, peer| {
-                                tokio::spawn(crate::l4::tcp::connection(
-                                    tcp,
-                                    peer,
-                                    Arc::clone(&state),
-                                    Arc::clone(&name),
-                                ));
+                            accept::accept_each(socket, &accepting, move |tcp, peer| {
+                                crate::l4::tcp::connection(tcp, peer, state, name)
                             })
                             .await;
                         }

@@ -68,10 +68,9 @@ impl tower_service::Service<Uri> for Connector {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no target address"))?
                 .as_str()
                 .to_string();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&authority))
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&authority))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            tcp.set_nodelay(true)?;
             let counter = registry.connections(&authority);
             let guard = ConnectionGuard::count(counter);
             let io = if uri.scheme_str() == Some("https") {

@@ -1,5 +1,6 @@
 //! Target groups as the running proxy sees them: targets, their live counters, and the pick.
 
+mod connect;
 mod membership;
 mod registry;
 pub mod stickiness;
@@ -9,6 +10,7 @@ mod target;
 use crate::balance::{self, Balancer, TargetView};
 use crate::config;
 
+pub use connect::connect;
 pub use membership::{Membership, MembershipError};
 pub use registry::TargetRegistry;
 pub use target::{uptime_ms, OutstandingGuard, Reason, Target, TargetState, TargetStats};

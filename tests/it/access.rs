@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::common::raw_target::connect_from;
-use crate::common::{http_client, Backend, Ballast};
+use crate::common::{http_client, metric, Backend, Ballast};
 
 fn ip(text: &str) -> std::net::IpAddr {
     text.parse().expect("an address")
@@ -43,18 +43,6 @@ async fn status_line(stream: &mut TcpStream) -> Option<String> {
     let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.ok()?.ok()?;
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     text.lines().next().filter(|l| !l.is_empty()).map(str::to_string)
-}
-
-async fn metric(ballast: &Ballast, series: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://{}/metrics", ballast.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
 }
 
 #[tokio::test]

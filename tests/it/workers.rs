@@ -1,12 +1,19 @@
 //! Worker threads: as many as `worker_threads` asks, each kept on a core of its own unless
-//! `pin_workers = false` or there are more workers than cores.
+//! `pin_workers = false` or there are more workers than cores, and serving an even share of
+//! the connections.
 
-use crate::common::http_client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
 use crate::common::process::Ballast;
+use crate::common::{http_client, metric};
 
 fn config(runtime: &str) -> String {
     format!(
         r#"
+[admin]
+bind = "127.0.0.1:0"
+
 [runtime]
 {runtime}
 
@@ -94,4 +101,60 @@ async fn more_workers_than_cores_are_not_pinned() {
     assert_eq!(workers.len(), usable.len() + 1);
     assert!(workers.iter().all(|cores| cores == &usable), "{workers:?} against {usable:?}");
     serves(&ballast).await;
+}
+
+/// Opens a connection to `lb` and has one request answered on it, so that ballast has
+/// accepted it and placed it on a worker.
+async fn open_and_use(ballast: &Ballast) -> TcpStream {
+    let mut tcp = TcpStream::connect(ballast.addr("lb")).await.expect("a connection");
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\n\r\n").await.expect("a request sent");
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"served") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .expect("a read");
+        assert!(n > 0, "the connection closed before its answer: {:?}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&buf[..n]);
+    }
+    tcp
+}
+
+#[tokio::test]
+async fn long_lived_connections_are_spread_evenly_over_the_workers() {
+    const WORKERS: usize = 3;
+    const CONNECTIONS: usize = 12;
+    let ballast = Ballast::start(&config(&format!("worker_threads = {WORKERS}")));
+    let mut open = Vec::new();
+    for _ in 0..CONNECTIONS {
+        open.push(open_and_use(&ballast).await);
+    }
+    // The kernel hashes each connection to one worker's socket: twelve land unevenly far
+    // more often than not. Each worker serves four all the same.
+    for worker in 0..WORKERS {
+        let series = format!("ballast_worker_connections{{worker=\"{worker}\"}}");
+        assert_eq!(metric(&ballast, &series).await, (CONNECTIONS / WORKERS) as f64, "{series}");
+    }
+    // Connections passed to another worker are served there like any other.
+    for tcp in &mut open {
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: lb.test\r\nConnection: close\r\n\r\n").await.expect("sent");
+        let mut answer = Vec::new();
+        tcp.read_to_end(&mut answer).await.expect("the second answer");
+        assert!(answer.ends_with(b"served"), "{:?}", String::from_utf8_lossy(&answer));
+    }
+    drop(open);
+    // Closed connections count no more.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut still = 0.0;
+        for worker in 0..WORKERS {
+            still += metric(&ballast, &format!("ballast_worker_connections{{worker=\"{worker}\"}}")).await;
+        }
+        if still == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{still} connections still counted after closing");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

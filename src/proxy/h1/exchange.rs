@@ -209,10 +209,9 @@ where
 
 /// Opens a new connection to `target`, counted as open while it lives.
 async fn connect(target: &Target) -> io::Result<TargetConnection> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&target.authority))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
     Ok(TargetConnection::new(stream, ConnectionGuard::count(target.connection_counter())))
 }
 

@@ -53,3 +53,16 @@ targets = [{target_lines}]
 "#
     )
 }
+
+/// The value of the series `series` (name and labels) on ballast's /metrics, 0 when absent.
+pub async fn metric(ballast: &Ballast, series: &str) -> f64 {
+    let text = http_client()
+        .get(format!("http://{}/metrics", ballast.addr("admin")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
