@@ -111,7 +111,7 @@ async fn splice_rest(
     let pipe = Pipe::new()?;
     loop {
         source.readable().await?;
-        let moved = match source.try_io(Interest::READABLE, || splice(source.as_raw_fd(), pipe.write, PIPE_CHUNK)) {
+        let moved = match source.try_io(Interest::READABLE, || splice(source.as_raw_fd(), pipe.write, pipe.size)) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -134,13 +134,20 @@ async fn splice_rest(
     }
 }
 
+/// The pipe a bulk direction asks for: each splice moves up to this much. (The kernel's
+/// default is 64 KiB; `/proc/sys/fs/pipe-max-size` caps it, 1 MiB by default.)
 #[cfg(target_os = "linux")]
-const PIPE_CHUNK: usize = 64 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
+
+/// What a pipe holds when it cannot be grown.
+#[cfg(target_os = "linux")]
+const PIPE_DEFAULT: usize = 64 * 1024;
 
 #[cfg(target_os = "linux")]
 struct Pipe {
     read: i32,
     write: i32,
+    size: usize,
 }
 
 #[cfg(target_os = "linux")]
@@ -152,7 +159,10 @@ impl Pipe {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Pipe { read: fds[0], write: fds[1] })
+        // SAFETY: a plain fcntl on the pipe just opened; its answer is the size granted.
+        let granted = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, PIPE_SIZE as libc::c_int) };
+        let size = if granted > 0 { granted as usize } else { PIPE_DEFAULT };
+        Ok(Pipe { read: fds[0], write: fds[1], size })
     }
 }
 
