@@ -4,6 +4,7 @@
 //! between threads, and no request wakes another thread.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 use tokio::runtime::{Builder, Handle, Runtime};
@@ -20,13 +21,21 @@ thread_local! {
 /// just woken by another at once, which HTTP/2 streams and hyper's client connections, handing
 /// each request between two tasks, measured 30% faster with.)
 pub fn runtime(index: usize, core: Option<usize>) -> std::io::Result<Runtime> {
+    // The runtime's first thread is its worker; later ones are its blocking pool's, which
+    // neither take the worker's name nor its core.
+    let (named, started) = (AtomicBool::new(false), AtomicBool::new(false));
     Builder::new_multi_thread()
         .worker_threads(1)
-        .thread_name(format!("ballast-w{index}"))
+        .thread_name_fn(move || match named.swap(true, Ordering::Relaxed) {
+            false => format!("ballast-w{index}"),
+            true => format!("ballast-b{index}"),
+        })
         .on_thread_start(move || {
-            WORKER.set(index);
-            if let Some(core) = core {
-                stay_on(core);
+            if !started.swap(true, Ordering::Relaxed) {
+                WORKER.set(index);
+                if let Some(core) = core {
+                    stay_on(core);
+                }
             }
         })
         .enable_all()
@@ -49,13 +58,14 @@ pub fn start(count: usize, main: Handle, cores: Option<&[usize]>) -> std::io::Re
     Ok(())
 }
 
-/// The cores for `count` workers, one each (the cores this process may run on, in order),
-/// or `None` when there are fewer cores than workers or they cannot be known. Two workers
-/// left to share a core take turns at the scheduler's tick (4 ms): measured, 2% of requests
-/// waited that long, with one core free.
+/// The cores for `count` workers, one each, when the process may run on exactly `count`
+/// cores (all the machine's, or those `taskset` gives it); otherwise `None`: with fewer
+/// workers, or a container's CPU quota, the kernel places them. Two workers left to share a
+/// core take turns at the scheduler's tick (4 ms): measured, 2% of requests waited that
+/// long, with one core free.
 pub fn cores_for(count: usize) -> Option<Vec<usize>> {
     let cores = usable_cores();
-    (count <= cores.len()).then(|| cores[..count].to_vec())
+    (count == cores.len()).then_some(cores)
 }
 
 #[cfg(target_os = "linux")]

@@ -34,6 +34,15 @@ impl Drop for Held {
     }
 }
 
+/// Counts one more connection on the calling worker while the result lives: a WebSocket
+/// tunnel, which outlives the task of the HTTP connection it came from.
+pub fn hold_here() -> Held {
+    let open = open();
+    let here = shards::current() % open.len();
+    open[here].0.fetch_add(1, Ordering::Relaxed);
+    Held(here)
+}
+
 /// Where a connection the calling worker accepted is served: here (`None`), or on the
 /// worker whose runtime is returned.
 pub fn place() -> (Held, Option<&'static Handle>) {

@@ -91,6 +91,8 @@ pub async fn forward(
 
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
         let target_upgrade = hyper::upgrade::on(&mut response);
+        // The tunnel counts on this worker as a connection of its own.
+        let held = crate::listener::spread::hold_here();
         tokio::spawn(async move {
             if let (Ok(client_io), Ok(target_io)) = tokio::join!(client_upgrade, target_upgrade) {
                 let (mut client_io, mut target_io) = (TokioIo::new(client_io), TokioIo::new(target_io));
@@ -102,7 +104,7 @@ pub async fn forward(
                     _ = closing.cancelled() => {}
                 }
             }
-            drop(outstanding);
+            drop((outstanding, held));
         });
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, ProxyBody::empty());

@@ -25,7 +25,7 @@ pub async fn connect(authority: &str) -> io::Result<TcpStream> {
         Err(e) => return Err(e),
     }
     let tcp = TcpStream::from_std(socket.into())?;
-    let ready = tcp.ready(Interest::WRITABLE).await?;
+    let ready = tcp.ready(Interest::WRITABLE | Interest::ERROR).await?;
     if ready.is_error() || ready.is_write_closed() {
         let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
         return Err(tcp.take_error()?.unwrap_or(refused));

@@ -827,21 +827,27 @@ async fn reloads_under_load_lose_no_request() {
     // served twice or never can be named.
     let next = Arc::new(AtomicUsize::new(0));
     let reloaded = Arc::new(AtomicUsize::new(0));
+    let sent_numbers = Arc::new(Mutex::new(Vec::<usize>::new()));
     let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let done = Arc::new(AtomicBool::new(false));
     let load = async {
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let (url, next, reloaded, failures) =
-                    (url.clone(), Arc::clone(&next), Arc::clone(&reloaded), Arc::clone(&failures));
+                let (url, next, reloaded, sent_numbers, failures) = (
+                    url.clone(),
+                    Arc::clone(&next),
+                    Arc::clone(&reloaded),
+                    Arc::clone(&sent_numbers),
+                    Arc::clone(&failures),
+                );
                 tokio::spawn(async move {
                     let client = http_client();
                     loop {
                         let n = next.fetch_add(1, Ordering::SeqCst);
                         if n >= MAX_REQUESTS || (n >= REQUESTS && reloaded.load(Ordering::SeqCst) >= MIN_RELOADS) {
-                            next.fetch_sub(1, Ordering::SeqCst);
                             break;
                         }
+                        sent_numbers.lock().unwrap().push(n);
                         let sent = client.get(&url).header("x-request-number", n.to_string()).send().await;
                         let outcome = match sent {
                             Ok(response) if response.status() == 200 => match response.text().await {
@@ -877,7 +883,9 @@ async fn reloads_under_load_lose_no_request() {
     tokio::time::timeout(Duration::from_secs(180), async { tokio::join!(load, reloads) })
         .await
         .expect("the requests in three minutes");
-    let (sent, count) = (next.load(Ordering::SeqCst), reloaded.load(Ordering::SeqCst));
+    let count = reloaded.load(Ordering::SeqCst);
+    let sent_numbers = sent_numbers.lock().unwrap().clone();
+    let sent = sent_numbers.len();
 
     let failures = failures.lock().unwrap();
     assert!(
@@ -886,16 +894,21 @@ async fn reloads_under_load_lose_no_request() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    let mut times_served = vec![0usize; sent];
+    let mut times_served: std::collections::HashMap<usize, usize> = sent_numbers.iter().map(|&n| (n, 0)).collect();
+    let mut unsent = Vec::new();
     for seen in a.seen().iter().chain(&b.seen()).chain(&c.seen()) {
         let n: usize = seen.header("x-request-number").and_then(|n| n.parse().ok()).expect("a numbered request");
-        times_served[n] += 1;
+        match times_served.get_mut(&n) {
+            Some(times) => *times += 1,
+            None => unsent.push(n),
+        }
     }
-    let twice: Vec<_> = (0..sent).filter(|&n| times_served[n] > 1).collect();
-    let never: Vec<_> = (0..sent).filter(|&n| times_served[n] == 0).collect();
+    let twice: Vec<_> = times_served.iter().filter(|(_, &t)| t > 1).map(|(n, _)| n).collect();
+    let never: Vec<_> = times_served.iter().filter(|(_, &t)| t == 0).map(|(n, _)| n).collect();
     assert!(
-        twice.is_empty() && never.is_empty(),
-        "across {count} reloads, of {sent} requests these were served more than once: {twice:?}, never: {never:?}"
+        twice.is_empty() && never.is_empty() && unsent.is_empty(),
+        "across {count} reloads, of {sent} requests these were served more than once: {twice:?}, never: \
+         {never:?}; served but never sent: {unsent:?}"
     );
     assert!(count >= MIN_RELOADS, "only {count} reloads happened under load");
     assert!(

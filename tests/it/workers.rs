@@ -94,13 +94,19 @@ async fn unpinned_workers_may_run_on_every_core() {
 }
 
 #[tokio::test]
-async fn more_workers_than_cores_are_not_pinned() {
+async fn workers_are_pinned_only_one_per_core_exactly() {
     let usable = usable();
-    let ballast = Ballast::start(&config(&format!("worker_threads = {}", usable.len() + 1)));
-    let workers = workers(ballast.pid());
-    assert_eq!(workers.len(), usable.len() + 1);
-    assert!(workers.iter().all(|cores| cores == &usable), "{workers:?} against {usable:?}");
-    serves(&ballast).await;
+    let mut counts = vec![usable.len() + 1];
+    if usable.len() > 1 {
+        counts.push(usable.len() - 1);
+    }
+    for count in counts {
+        let ballast = Ballast::start(&config(&format!("worker_threads = {count}")));
+        let workers = workers(ballast.pid());
+        assert_eq!(workers.len(), count);
+        assert!(workers.iter().all(|cores| cores == &usable), "{count} workers: {workers:?} against {usable:?}");
+        serves(&ballast).await;
+    }
 }
 
 /// Opens a connection to `lb` and has one request answered on it, so that ballast has
@@ -145,16 +151,65 @@ async fn long_lived_connections_are_spread_evenly_over_the_workers() {
     }
     drop(open);
     // Closed connections count no more.
+    wait_for_count(&ballast, WORKERS, 0.0).await;
+}
+
+/// The connections all workers count now.
+async fn counted(ballast: &Ballast, workers: usize) -> f64 {
+    let mut total = 0.0;
+    for worker in 0..workers {
+        total += metric(ballast, &format!("ballast_worker_connections{{worker=\"{worker}\"}}")).await;
+    }
+    total
+}
+
+/// Polls until the workers count `want` connections, for up to five seconds.
+async fn wait_for_count(ballast: &Ballast, workers: usize, want: f64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let mut still = 0.0;
-        for worker in 0..WORKERS {
-            still += metric(&ballast, &format!("ballast_worker_connections{{worker=\"{worker}\"}}")).await;
+        let now = counted(ballast, workers).await;
+        if now == want {
+            return;
         }
-        if still == 0.0 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{still} connections still counted after closing");
+        assert!(std::time::Instant::now() < deadline, "{now} connections counted, not {want}");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_websocket_tunnel_counts_while_it_lasts() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let backend = crate::common::Backend::start("ws").await;
+    let ballast = Ballast::start(&format!(
+        r#"
+[admin]
+bind = "127.0.0.1:0"
+
+[runtime]
+worker_threads = 2
+
+[[listeners]]
+name = "lb"
+protocol = "http"
+bind = "127.0.0.1:0"
+default_action = {{ type = "forward", target_group = "ws" }}
+
+[[target_groups]]
+name = "ws"
+targets = [{}]
+"#,
+        backend.target()
+    ));
+    let url = format!("ws://{}/chat", ballast.addr("lb"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("an upgrade");
+    // The HTTP connection's task has ended; the tunnel still counts.
+    wait_for_count(&ballast, 2, 1.0).await;
+    ws.send(Message::Text("still here".into())).await.expect("sent");
+    let reply = ws.next().await.expect("a reply").expect("a message");
+    assert_eq!(reply, Message::Text("ws: still here".into()));
+    ws.close(None).await.expect("closed");
+    drop(ws);
+    wait_for_count(&ballast, 2, 0.0).await;
 }
