@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::common::raw_target::{connect_from, exchange, Exchange, RawRequest, RawTarget, Waits};
-use crate::common::{http_client, wait_until, Ballast};
+use crate::common::{http_client, metric_sum, wait_until, Ballast};
 
 const MODES: [&str; 3] = ["monitor", "defensive", "strictest"];
 const MONITOR: usize = 0;
@@ -873,22 +873,6 @@ async fn malformed_http2_never_reaches_an_http1_target() {
 
 // ---------------------------------------------------------------------------------------------
 // Metrics.
-
-/// The sum of the samples of `metric` whose labels include every `label="value"` in `labels`.
-async fn metric_sum(ballast: &Ballast, metric: &str, labels: &[&str]) -> f64 {
-    let text = http_client()
-        .get(format!("http://{}/metrics", ballast.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .fold(0.0, |sum, v| sum + v)
-}
 
 #[tokio::test]
 async fn desync_classes_and_refusals_are_counted() {

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::common::raw_target::{connect_from, exchange, Exchange, RawRequest, RawTarget, Waits};
-use crate::common::{http_client, wait_until, Backend, Ballast};
+use crate::common::{wait_until, Backend, Ballast};
 
 /// The limits every test here runs with: all of them low.
 const LOW: &str = r#"header_timeout = "1s"
@@ -70,14 +70,7 @@ async fn reached(target: &RawTarget, from: u8) -> Vec<RawRequest> {
 }
 
 async fn rejected(ballast: &Ballast, reason: &str) -> f64 {
-    let text = http_client()
-        .get(format!("http://{}/metrics", ballast.addr("admin")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = crate::common::metrics_text(ballast).await;
     let series = format!(r#"ballast_rejected_requests_total{{listener="web",reason="{reason}"}} "#);
     text.lines().find_map(|l| l.strip_prefix(&series)?.trim().parse().ok()).unwrap_or(0.0)
 }

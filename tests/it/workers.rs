@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::common::process::Ballast;
-use crate::common::{http_client, metric};
+use crate::common::{http_client, metric, metric_sum};
 
 fn config(runtime: &str) -> String {
     format!(
@@ -151,23 +151,14 @@ async fn long_lived_connections_are_spread_evenly_over_the_workers() {
     }
     drop(open);
     // Closed connections count no more.
-    wait_for_count(&ballast, WORKERS, 0.0).await;
-}
-
-/// The connections all workers count now.
-async fn counted(ballast: &Ballast, workers: usize) -> f64 {
-    let mut total = 0.0;
-    for worker in 0..workers {
-        total += metric(ballast, &format!("ballast_worker_connections{{worker=\"{worker}\"}}")).await;
-    }
-    total
+    wait_for_count(&ballast, 0.0).await;
 }
 
 /// Polls until the workers count `want` connections, for up to five seconds.
-async fn wait_for_count(ballast: &Ballast, workers: usize, want: f64) {
+async fn wait_for_count(ballast: &Ballast, want: f64) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let now = counted(ballast, workers).await;
+        let now = metric_sum(ballast, "ballast_worker_connections", &[]).await;
         if now == want {
             return;
         }
@@ -205,11 +196,11 @@ targets = [{}]
     let url = format!("ws://{}/chat", ballast.addr("lb"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("an upgrade");
     // The HTTP connection's task has ended; the tunnel still counts.
-    wait_for_count(&ballast, 2, 1.0).await;
+    wait_for_count(&ballast, 1.0).await;
     ws.send(Message::Text("still here".into())).await.expect("sent");
     let reply = ws.next().await.expect("a reply").expect("a message");
     assert_eq!(reply, Message::Text("ws: still here".into()));
     ws.close(None).await.expect("closed");
     drop(ws);
-    wait_for_count(&ballast, 2, 0.0).await;
+    wait_for_count(&ballast, 0.0).await;
 }

@@ -54,15 +54,29 @@ targets = [{target_lines}]
     )
 }
 
-/// The value of the series `series` (name and labels) on ballast's /metrics, 0 when absent.
-pub async fn metric(ballast: &Ballast, series: &str) -> f64 {
-    let text = http_client()
+/// ballast's /metrics, as text.
+pub async fn metrics_text(ballast: &Ballast) -> String {
+    http_client()
         .get(format!("http://{}/metrics", ballast.addr("admin")))
         .send()
         .await
-        .unwrap()
+        .expect("a /metrics answer")
         .text()
         .await
-        .unwrap();
+        .expect("a /metrics body")
+}
+
+/// The value of the series `series` (name and labels) on ballast's /metrics, 0 when absent.
+pub async fn metric(ballast: &Ballast, series: &str) -> f64 {
+    let text = metrics_text(ballast).await;
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
+}
+
+/// The sum of the samples of `metric` whose labels include every `label="value"` in `labels`.
+pub async fn metric_sum(ballast: &Ballast, metric: &str, labels: &[&str]) -> f64 {
+    let text = metrics_text(ballast).await;
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, v| sum + v)
 }
