@@ -570,6 +570,23 @@ async fn a_get_the_target_drops_unanswered_on_a_reused_connection_is_retried_on_
 }
 
 #[tokio::test]
+async fn a_post_the_target_drops_unanswered_on_a_reused_connection_is_not_sent_twice() {
+    // Whether the target acted on it before closing cannot be told: a POST gets a 502.
+    let target = ScriptedTarget::start(|req| match (req.connection, req.index) {
+        (0, 1) => Reply::pieces(vec![]).then(Then::Close),
+        _ => Reply::ok(req.path()),
+    });
+    let ballast = target.ballast();
+    let mut client = RawClient::connect(ballast.addr("lb")).await;
+    assert_eq!(client.get("/one").await.status, 200);
+    client.send(b"POST /pay HTTP/1.1\r\nHost: engine.test\r\nContent-Length: 0\r\n\r\n").await;
+    let (answer, raw) = client.answer(false).await;
+    assert_eq!(answer.status, 502, "{}", text(&raw));
+    let seen: Vec<(String, usize)> = target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
+    assert_eq!(seen, [("/one".to_string(), 0), ("/pay".to_string(), 0)]);
+}
+
+#[tokio::test]
 async fn a_large_post_arrives_byte_exact_and_the_connection_carries_on() {
     let target = ScriptedTarget::start(|req| Reply::ok(&format!("got {}", req.body.len())));
     let ballast = target.ballast();

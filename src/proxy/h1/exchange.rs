@@ -123,9 +123,10 @@ async fn send_and_wait<C>(
 where
     C: AsyncRead + AsyncWrite + Unpin,
 {
-    // A request without a body can go again on a new connection if a reused one turns out
-    // to have been closed by the target meanwhile: nothing of it was processed.
-    let mut may_retry = facts.body_len == 0;
+    // An idempotent request without a body can go again on a new connection if a reused one
+    // turns out to have been closed by the target meanwhile, before any answer: as nginx does.
+    // Whether the target had begun on it cannot be told, so a POST is not sent twice.
+    let mut may_retry = facts.body_len == 0 && facts.idempotent;
     let mut pooled = target.idle.take();
     loop {
         let (mut connection, reused) = match pooled.take() {

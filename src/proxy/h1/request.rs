@@ -34,6 +34,9 @@ pub struct RequestFacts {
     pub body_len: u64,
     /// A HEAD request: the answer has no body whatever it declares.
     pub head_method: bool,
+    /// An idempotent method (RFC 9110, 9.2.2: GET, HEAD, OPTIONS, TRACE, PUT, DELETE): sent
+    /// twice, it does what it did once.
+    pub idempotent: bool,
     /// The client asked to close the connection after this answer.
     pub close: bool,
 }
@@ -74,7 +77,8 @@ pub fn parse<'b, 'h>(
         return Err(NotHere::Unusual);
     }
     let fields: &'h [httparse::Header<'b>] = req.headers;
-    let mut facts = RequestFacts { head_len, body_len: 0, head_method: method == "HEAD", close: false };
+    let idempotent = matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE");
+    let mut facts = RequestFacts { head_len, body_len: 0, head_method: method == "HEAD", idempotent, close: false };
     let mut host = None;
     for field in fields {
         let name = field.name;
