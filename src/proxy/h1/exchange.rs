@@ -44,6 +44,9 @@ pub enum Ended {
 enum Fail {
     Connect,
     Target,
+    /// A kept-alive connection the target closed as the request went out: the target is not
+    /// down for it.
+    Closed,
     Client,
 }
 
@@ -86,6 +89,10 @@ where
         Ok(Err(Fail::Target)) => {
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let why = format!("target {} closed the connection or sent a broken response", target.address);
+            return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
+        }
+        Ok(Err(Fail::Closed)) => {
+            let why = format!("target {} closed a kept-alive connection as the request went out", target.address);
             return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
         Ok(Err(Fail::Client)) => return Ended::Broken,
@@ -138,28 +145,27 @@ where
         let stream = &mut connection.stream;
         match stream.write_all(out).await {
             Err(_) if retry => continue,
+            Err(_) if reused => return Err(Fail::Closed),
             sent => sent.map_err(|_| Fail::Target)?,
         }
         send_body(client, stream, buf, rest, body_left).await?;
         buf.clear();
+        // Whether the target has sent any byte of an answer (an interim one included).
+        let mut answering = false;
         loop {
             buf.reserve(HEAD_ROOM);
-            let n = match stream.read_buf(buf).await {
-                Ok(n) => n,
-                Err(_) if buf.is_empty() && retry => 0,
-                Err(_) => return Err(Fail::Target),
-            };
-            if n > 0 {
-                // The target has begun to answer: this request is not sent again.
-                retry = false;
-            }
+            let n = stream.read_buf(buf).await.unwrap_or(0);
             if n == 0 {
-                if buf.is_empty() && retry {
+                match (answering, retry, reused) {
                     // Closed by the target before it answered: once more, on a new one.
-                    break;
+                    (false, true, _) => break,
+                    (false, false, true) => return Err(Fail::Closed),
+                    _ => return Err(Fail::Target),
                 }
-                return Err(Fail::Target);
             }
+            // The target has begun to answer: this request is not sent again.
+            answering = true;
+            retry = false;
             // Interim answers go on to the client as they come; the final one is returned.
             loop {
                 out.clear();
