@@ -143,18 +143,24 @@ where
         let mut retry = reused && may_retry;
         may_retry = false;
         let stream = &mut connection.stream;
+        // What a failed write means: the target hung up a kept-alive connection, or failed.
+        let failed = |e: io::Error| if reused && hung_up(&e) { Fail::Closed } else { Fail::Target };
         match stream.write_all(out).await {
             Err(_) if retry => continue,
-            Err(_) if reused => return Err(Fail::Closed),
-            sent => sent.map_err(|_| Fail::Target)?,
+            sent => sent.map_err(failed)?,
         }
-        send_body(client, stream, buf, rest, body_left).await?;
+        send_body(client, stream, buf, rest, body_left, failed).await?;
         buf.clear();
         // Whether the target has sent any byte of an answer (an interim one included).
         let mut answering = false;
         loop {
             buf.reserve(HEAD_ROOM);
-            let n = stream.read_buf(buf).await.unwrap_or(0);
+            let n = match stream.read_buf(buf).await {
+                Ok(n) => n,
+                // A reset reads as the end; any other error is the target's failure.
+                Err(e) if hung_up(&e) => 0,
+                Err(_) => return Err(Fail::Target),
+            };
             if n == 0 {
                 match (answering, retry, reused) {
                     // Closed by the target before it answered: once more, on a new one.
@@ -195,6 +201,7 @@ async fn send_body<C>(
     buf: &mut Vec<u8>,
     rest: &mut Vec<u8>,
     mut left: u64,
+    failed: impl Fn(io::Error) -> Fail,
 ) -> Result<(), Fail>
 where
     C: AsyncRead + Unpin,
@@ -207,11 +214,16 @@ where
             return Err(Fail::Client);
         }
         let take = (got as u64).min(left) as usize;
-        stream.write_all(&buf[..take]).await.map_err(|_| Fail::Target)?;
+        stream.write_all(&buf[..take]).await.map_err(&failed)?;
         rest.extend_from_slice(&buf[take..]);
         left -= take as u64;
     }
     Ok(())
+}
+
+/// Whether `e` says the peer closed or reset the connection.
+fn hung_up(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
 }
 
 /// Opens a new connection to `target`, counted as open while it lives.
