@@ -55,6 +55,12 @@ pub async fn copy_both_ways(client: TcpStream, target: TcpStream, idle: Duration
 /// Bytes read per buffered copy.
 const CHUNK: usize = 16 * 1024;
 
+thread_local! {
+    /// The worker thread's buffer for short copies, borrowed only between two awaits: no copy
+    /// allocates or clears a buffer of its own.
+    static CHUNK_BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(CHUNK));
+}
+
 /// After this many bytes, a direction is a bulk transfer: spliced from then on.
 #[cfg(target_os = "linux")]
 const SPLICE_AFTER: u64 = 64 * 1024;
@@ -68,26 +74,33 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
             return splice_rest(from, to, last, ended, total).await;
         }
         from.readable().await?;
-        // Read onto the stack and passed straight on: an idle connection holds no buffer, and
-        // only bytes the peer cannot take yet are copied to the heap, to wait.
-        let left = {
-            let mut chunk = [0u8; CHUNK];
-            let n = match from.try_read(&mut chunk) {
-                Ok(0) => {
-                    pass_end(to, ended);
-                    return Ok(total);
-                }
+        // Read into the worker's buffer and passed straight on: an idle connection holds no
+        // buffer, and only bytes the peer cannot take yet are copied out, to wait.
+        let moved = CHUNK_BUFFER.with_borrow_mut(|chunk| {
+            chunk.clear();
+            let n = match from.try_read_buf(chunk) {
+                Ok(0) => return Ok(None),
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
             };
-            total += n as u64;
             let sent = match to.try_write(&chunk[..n]) {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Err(e),
             };
-            chunk[sent..n].to_vec()
+            Ok(Some((n, chunk[sent..n].to_vec())))
+        });
+        let left = match moved {
+            Ok(Some((n, left))) => {
+                total += n as u64;
+                left
+            }
+            Ok(None) => {
+                pass_end(to, ended);
+                return Ok(total);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         };
         last.store(uptime_ms(), Ordering::Relaxed);
         if !left.is_empty() {
