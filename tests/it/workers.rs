@@ -173,26 +173,9 @@ async fn a_websocket_tunnel_counts_while_it_lasts() {
     use tokio_tungstenite::tungstenite::Message;
 
     let backend = crate::common::Backend::start("ws").await;
-    let ballast = Ballast::start(&format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[runtime]
-worker_threads = 2
-
-[[listeners]]
-name = "lb"
-protocol = "http"
-bind = "127.0.0.1:0"
-default_action = {{ type = "forward", target_group = "ws" }}
-
-[[target_groups]]
-name = "ws"
-targets = [{}]
-"#,
-        backend.target()
-    ));
+    let group = crate::common::one_group(&backend.target(), "");
+    let runtime = "[admin]\nbind = \"127.0.0.1:0\"\n\n[runtime]\nworker_threads = 2\n";
+    let ballast = Ballast::start(&format!("{runtime}{group}"));
     let url = format!("ws://{}/chat", ballast.addr("lb"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.expect("an upgrade");
     // The HTTP connection's task has ended; the tunnel still counts.
