@@ -177,9 +177,20 @@ async fn tls_listeners_terminate_and_tls_groups_re_encrypt() {
     }
 }
 
-/// A UDP server answering every datagram with `NAME:payload` from its own address.
+/// A UDP server answering every datagram with `NAME:payload` from its own address, with a TCP
+/// listener on the same port for the group's TCP health check (as an NLB's UDP target has).
+/// Without it the check's verdict hangs on whether another test holds that TCP port.
 async fn start_udp_echo(name: &'static str) -> SocketAddr {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (socket, health) = 'bound: {
+        for _ in 0..50 {
+            let health = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            if let Ok(socket) = UdpSocket::bind(health.local_addr().unwrap()).await {
+                break 'bound (socket, health);
+            }
+        }
+        panic!("no port free for both TCP and UDP");
+    };
+    tokio::spawn(async move { while health.accept().await.is_ok() {} });
     let addr = socket.local_addr().unwrap();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 2048];

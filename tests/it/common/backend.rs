@@ -17,7 +17,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -289,13 +289,16 @@ pub async fn start_hang_up() -> SocketAddr {
     addr
 }
 
-/// An address on which nothing listens (bound, then closed).
+/// An address on which nothing listens: a socket is bound to it but never listens, so a
+/// connect is refused, and it is held for the rest of the test run so that no other test's
+/// listener can take the port.
 pub async fn closed_port() -> SocketAddr {
-    let socket = TcpStream::connect("127.0.0.1:1").await.err();
-    drop(socket);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let addr = listener.local_addr().expect("address");
-    drop(listener);
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).expect("binds");
+    let addr = socket.local_addr().expect("address").as_socket().expect("an IP address");
+    static HELD: Mutex<Vec<Socket>> = Mutex::new(Vec::new());
+    HELD.lock().expect("not poisoned").push(socket);
     addr
 }
 
