@@ -76,37 +76,82 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
         from.readable().await?;
         // Read into the worker's buffer and passed straight on: an idle connection holds no
         // buffer, and only bytes the peer cannot take yet are copied out, to wait.
-        let moved = CHUNK_BUFFER.with_borrow_mut(|chunk| {
+        let step = CHUNK_BUFFER.with_borrow_mut(|chunk| {
             chunk.clear();
-            let n = match from.try_read_buf(chunk) {
-                Ok(0) => return Ok(None),
-                Ok(n) => n,
-                Err(e) => return Err(e),
-            };
-            let sent = match to.try_write(&chunk[..n]) {
+            let end = read_some(&from, chunk);
+            if chunk.is_empty() {
+                return Step { read: 0, left: Vec::new(), end };
+            }
+            // Bytes followed by the end go out as one segment with it (the end follows at
+            // once, below): one packet, and one wake-up of the peer, fewer.
+            let sent = match send(&to, chunk, matches!(end, Some(End::Closed))) {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
+                Err(e) => return Step { read: chunk.len(), left: Vec::new(), end: Some(End::Failed(e)) },
             };
-            Ok(Some((n, chunk[sent..n].to_vec())))
+            Step { read: chunk.len(), left: chunk[sent..].to_vec(), end }
         });
-        let left = match moved {
-            Ok(Some((n, left))) => {
-                total += n as u64;
-                left
-            }
-            Ok(None) => {
+        total += step.read as u64;
+        if step.read > 0 {
+            last.store(uptime_ms(), Ordering::Relaxed);
+        }
+        if !step.left.is_empty() {
+            to.write_all(&step.left).await?;
+        }
+        match step.end {
+            None => {}
+            Some(End::Closed) => {
                 pass_end(to, ended);
                 return Ok(total);
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        };
-        last.store(uptime_ms(), Ordering::Relaxed);
-        if !left.is_empty() {
-            to.write_all(&left).await?;
+            Some(End::Failed(e)) => return Err(e),
         }
     }
+}
+
+/// What one short copy did: bytes read, those the peer could not take yet, and how `from`
+/// ended, if it did.
+struct Step {
+    read: usize,
+    left: Vec<u8>,
+    end: Option<End>,
+}
+
+/// How a direction ended.
+enum End {
+    /// The peer half-closed or closed: end-of-stream.
+    Closed,
+    /// A read or send failed.
+    Failed(io::Error),
+}
+
+/// Reads what `from` has into `chunk`, up to its capacity: until it would block, ends or
+/// fails. A read that follows bytes is one a copy makes anyway, before or after passing
+/// them on; made before, it learns whether the end comes with them.
+fn read_some(from: &OwnedReadHalf, chunk: &mut Vec<u8>) -> Option<End> {
+    while chunk.len() < chunk.capacity() {
+        match from.try_read_buf(chunk) {
+            Ok(0) => return Some(End::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(End::Failed(e)),
+        }
+    }
+    None
+}
+
+/// Sends as much of `bytes` on `to` as it takes now; with `more`, the bytes wait in the
+/// socket for what is sent next (`MSG_MORE`), the end that follows at once.
+#[cfg(target_os = "linux")]
+fn send(to: &OwnedWriteHalf, bytes: &[u8], more: bool) -> io::Result<usize> {
+    let tcp: &TcpStream = to.as_ref();
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    tcp.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(tcp).send_with_flags(bytes, flags))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send(to: &OwnedWriteHalf, bytes: &[u8], _more: bool) -> io::Result<usize> {
+    to.try_write(bytes)
 }
 
 /// Passes the end of one direction on: the peer reads end-of-stream (a half-close) and may
@@ -254,6 +299,45 @@ mod tests {
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(1 << 20, 6));
+    }
+
+    /// Segments `tcp` has received, by the kernel's count.
+    #[cfg(target_os = "linux")]
+    fn segments_in(tcp: &TcpStream) -> u32 {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed tcp_info is valid; getsockopt fills at most `len` bytes of it.
+        unsafe {
+            let mut info: libc::tcp_info = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+            let rc = libc::getsockopt(
+                tcp.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_INFO,
+                (&mut info as *mut libc::tcp_info).cast(),
+                &mut len,
+            );
+            assert_eq!(rc, 0, "TCP_INFO");
+            info.tcpi_segs_in
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_answer_and_its_end_reach_the_client_in_one_segment() {
+        let (mut client, client_side) = pair().await;
+        let (target_side, mut target) = pair().await;
+        // The target answers and closes before the copy begins: both wait in its socket.
+        target.write_all(b"answer").await.unwrap();
+        target.shutdown().await.unwrap();
+        let copier =
+            tokio::spawn(async move { copy_both_ways(client_side, target_side, Duration::from_secs(10)).await });
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, b"answer");
+        // Apart, the answer and its end would be two segments, and the client woken twice.
+        assert_eq!(segments_in(&client), 2, "the SYN-ACK, then the answer carrying its end");
+        client.shutdown().await.unwrap();
+        assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(0, 6));
     }
 
     #[tokio::test]
