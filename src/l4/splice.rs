@@ -301,9 +301,9 @@ mod tests {
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(1 << 20, 6));
     }
 
-    /// Segments `tcp` has received, by the kernel's count.
+    /// The kernel's `TCP_INFO` on `tcp`.
     #[cfg(target_os = "linux")]
-    fn segments_in(tcp: &TcpStream) -> u32 {
+    fn tcp_info(tcp: &TcpStream) -> libc::tcp_info {
         use std::os::fd::AsRawFd;
         // SAFETY: a zeroed tcp_info is valid; getsockopt fills at most `len` bytes of it.
         unsafe {
@@ -317,7 +317,7 @@ mod tests {
                 &mut len,
             );
             assert_eq!(rc, 0, "TCP_INFO");
-            info.tcpi_segs_in
+            info
         }
     }
 
@@ -329,13 +329,22 @@ mod tests {
         // The target answers and closes before the copy begins: both wait in its socket.
         target.write_all(b"answer").await.unwrap();
         target.shutdown().await.unwrap();
+        // A busy kernel may deliver the FIN a moment later: wait until it is in.
+        const CLOSE_WAIT: u8 = 8;
+        for _ in 0..200 {
+            if tcp_info(&target_side).tcpi_state == CLOSE_WAIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tcp_info(&target_side).tcpi_state, CLOSE_WAIT, "the target's end arrived");
         let copier =
             tokio::spawn(async move { copy_both_ways(client_side, target_side, Duration::from_secs(10)).await });
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
         // Apart, the answer and its end would be two segments, and the client woken twice.
-        assert_eq!(segments_in(&client), 2, "the SYN-ACK, then the answer carrying its end");
+        assert_eq!(tcp_info(&client).tcpi_segs_in, 2, "the SYN-ACK, then the answer carrying its end");
         client.shutdown().await.unwrap();
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(0, 6));
     }
