@@ -116,6 +116,7 @@ async fn a_group_without_targets_answers_503() {
     let ballast = Ballast::start(&one_group("", ""));
     let resp = http_client().get(ballast.url("lb")).send().await.unwrap();
     assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("date"), "the balancer's own answer is dated: {:?}", resp.headers());
     assert!(resp.text().await.unwrap().contains("no target"));
 }
 

@@ -11,6 +11,8 @@ pub fn write(out: &mut Vec<u8>, status: u16, why: &str, extra: Option<&str>, clo
     out.extend_from_slice(format!("HTTP/1.1 {} {reason}\r\n", code.as_u16()).as_bytes());
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
     out.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    // As hyper's path dates its answers (RFC 9110, section 6.6.1).
+    out.extend_from_slice(format!("date: {}\r\n", httpdate::fmt_http_date(std::time::SystemTime::now())).as_bytes());
     if let Some(line) = extra {
         out.extend_from_slice(line.as_bytes());
         out.extend_from_slice(b"\r\n");
@@ -33,6 +35,10 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
         assert!(text.contains("content-length: 35\r\n"), "{text}");
+        let date = text.lines().find_map(|l| l.strip_prefix("date: ")).expect("a date field");
+        let when = httpdate::parse_http_date(date).expect("an HTTP date");
+        let age = std::time::SystemTime::now().duration_since(when).unwrap_or_default();
+        assert!(age.as_secs() < 5, "{date}");
         assert!(text.contains("retry-after: 2\r\nconnection: close\r\n\r\n"), "{text}");
         assert!(text.ends_with("\r\n\r\n503 Service Unavailable: no target\n"), "{text}");
     }
