@@ -276,7 +276,7 @@ async fn a_slow_answer_is_not_idleness() {
 #[tokio::test]
 async fn h2c_target_over_max_uri_bytes_gets_414() {
     let (ballast, target) = start();
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = crate::common::h2c_client();
     let ok = client.get(format!("{}/{}", ballast.url("web"), "u".repeat(200))).send().await.unwrap();
     assert_eq!(ok.version(), reqwest::Version::HTTP_2);
     assert_eq!(ok.status(), 200);

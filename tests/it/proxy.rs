@@ -73,7 +73,7 @@ async fn keep_alive_and_pipelined_requests_are_answered_in_order() {
 async fn h2c_clients_reach_http1_targets() {
     let backend = Backend::start("b").await;
     let ballast = Ballast::start(&one_group(&backend.target(), ""));
-    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let client = crate::common::h2c_client();
     let resp = client.get(format!("{}/h2", ballast.url("lb"))).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.text().await.unwrap(), "b");

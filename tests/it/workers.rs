@@ -187,3 +187,66 @@ async fn a_websocket_tunnel_counts_while_it_lasts() {
     drop(ws);
     wait_for_count(&ballast, 0.0).await;
 }
+
+/// A target answering `served` over HTTP/1.1 that notes, for each request other than the
+/// health check's, which of its connections carried it.
+async fn start_connection_noting_target() -> (String, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+    use std::sync::{Arc, Mutex};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let address = listener.local_addr().expect("an address").to_string();
+    let carried = Arc::new(Mutex::new(Vec::new()));
+    let noted = Arc::clone(&carried);
+    tokio::spawn(async move {
+        for connection in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else { continue };
+            let noted = Arc::clone(&noted);
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                if request.uri().path() != "/" {
+                    noted.lock().expect("not poisoned").push(connection);
+                }
+                async { Ok::<_, std::convert::Infallible>(hyper::Response::new("served".to_string())) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
+            );
+        }
+    });
+    (address, carried)
+}
+
+// Two threads: the target keeps answering (ballast's first health checks) while the test
+// waits for ballast to start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_sends_its_requests_over_target_connections_of_its_own() {
+    let (target, carried) = start_connection_noting_target().await;
+    let group = crate::common::one_group(&format!("{{ address = \"{target}\" }}"), "");
+    let runtime = "[admin]\nbind = \"127.0.0.1:0\"\n\n[runtime]\nworker_threads = 2\n";
+    let ballast = Ballast::start(&format!("{runtime}{group}"));
+    // Two HTTP/2 clients (hyper's path), one on each worker.
+    let clients = [crate::common::h2c_client(), crate::common::h2c_client()];
+    for client in &clients {
+        let answer = client.get(format!("{}/warm", ballast.url("lb"))).send().await.expect("an answer");
+        assert_eq!(answer.text().await.expect("a body"), "served");
+    }
+    wait_for_count(&ballast, 2.0).await;
+    for worker in 0..2 {
+        let series = format!("ballast_worker_connections{{worker=\"{worker}\"}}");
+        assert_eq!(metric(&ballast, &series).await, 1.0, "{series}");
+    }
+    // One request at a time, by turns: one shared pool would carry them all on one idle
+    // target connection, each hop crossing threads. Each worker keeps its own.
+    carried.lock().expect("not poisoned").clear();
+    for round in 0..10 {
+        let client = &clients[round % 2];
+        let answer = client.get(format!("{}/turn", ballast.url("lb"))).send().await.expect("an answer");
+        assert_eq!(answer.text().await.expect("a body"), "served");
+    }
+    let used = carried.lock().expect("not poisoned").clone();
+    assert_eq!(used.len(), 10);
+    // Even rounds came through one worker, odd rounds through the other: no target
+    // connection carried requests of both.
+    let of = |parity: usize| used.iter().enumerate().filter(move |(i, _)| i % 2 == parity).map(|(_, c)| *c);
+    let first: std::collections::HashSet<usize> = of(0).collect();
+    assert!(of(1).all(|c| !first.contains(&c)), "target connections by request: {used:?}");
+}

@@ -23,6 +23,12 @@ pub fn http_client() -> reqwest::Client {
         .expect("a plain reqwest client builds")
 }
 
+/// An HTTP/2 client with prior knowledge (h2c), for plain `http` listeners.
+pub fn h2c_client() -> reqwest::Client {
+    certs::install_provider();
+    reqwest::Client::builder().http2_prior_knowledge().build().expect("an h2c reqwest client builds")
+}
+
 /// Polls `check` every 20 ms until it holds or `deadline` passes.
 pub async fn wait_until(deadline: Duration, mut check: impl FnMut() -> bool) -> bool {
     let end = tokio::time::Instant::now() + deadline;
