@@ -20,7 +20,9 @@ pub type Pool = Client<Connector, Incoming>;
 /// own: a target connection's task runs on the worker that opened it, so a request sent on
 /// another worker's connection would cross threads twice, there and back.
 pub struct Upstream {
-    registry: Arc<TargetRegistry>,
+    /// Connectors for HTTP/1.1 and HTTP/2 targets, shared by the workers' pools (and with
+    /// them, each TLS client's session cache).
+    connectors: (Connector, Connector),
     /// Each worker's pools, made on first use (when the workers are known).
     by_worker: OnceLock<Box<[Pools]>>,
 }
@@ -31,19 +33,26 @@ struct Pools {
     http2: Pool,
 }
 
+/// Idle connections kept per target, over all workers, as the engine's `IdlePool` keeps.
+const MAX_IDLE: usize = 512;
+
 impl Pools {
-    fn new(registry: &Arc<TargetRegistry>) -> Self {
+    /// One worker's pools, of `workers`, keeping its share of the idle connections.
+    fn new(connectors: &(Connector, Connector), workers: usize) -> Self {
+        let idle = (MAX_IDLE / workers.max(1)).max(1);
         let http1 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(Connector::new(&[b"http/1.1"], Arc::clone(registry)));
+            .build(connectors.0.clone());
         let http2 = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(idle)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .http2_only(true)
-            .build(Connector::new(&[b"h2"], Arc::clone(registry)));
+            .build(connectors.1.clone());
         Pools { http1, http2 }
     }
 }
@@ -51,12 +60,16 @@ impl Pools {
 impl Upstream {
     /// Empty pools; connection counts go to `registry`.
     pub fn new(registry: Arc<TargetRegistry>) -> Self {
-        Upstream { registry, by_worker: OnceLock::new() }
+        let connectors = (Connector::new(&[b"http/1.1"], Arc::clone(&registry)), Connector::new(&[b"h2"], registry));
+        Upstream { connectors, by_worker: OnceLock::new() }
     }
 
     /// The calling worker's pool for targets spoken to in `version`.
     pub fn pool(&self, version: ProtocolVersion) -> &Pool {
-        let all = self.by_worker.get_or_init(|| (0..shards::count()).map(|_| Pools::new(&self.registry)).collect());
+        let all = self.by_worker.get_or_init(|| {
+            let workers = shards::count();
+            (0..workers).map(|_| Pools::new(&self.connectors, workers)).collect()
+        });
         let mine = &all[shards::current() % all.len()];
         match version {
             ProtocolVersion::Http1 => &mine.http1,
