@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 
 use super::answer::answer;
 use super::body::ProxyBody;
+use super::h2_targets::SendError;
 use super::headers;
 use super::upstream::Upstream;
 use crate::config::{ProtocolVersion, TargetProtocol};
@@ -56,32 +57,54 @@ pub async fn forward(
         TargetProtocol::Https => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
-    let Some(authority) = target.parsed_authority.clone() else {
+    let Some(target_authority) = target.parsed_authority.clone() else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
-    let Ok(uri) = target_uri(scheme, authority, parts.uri.path_and_query()) else {
+    let http2 = group.settings.protocol_version == ProtocolVersion::Http2;
+    // HTTP/1.1: the URI names the target, which hyper's pool connects to, and Host keeps the
+    // client's host. HTTP/2: the URI names the client's host, sent as `:authority` with no Host
+    // field beside it (RFC 9113, section 8.3.1); the connection goes to the target regardless.
+    let authority = match http2 {
+        true => parts
+            .headers
+            .remove(header::HOST)
+            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
+            .unwrap_or(target_authority),
+        false => target_authority,
+    };
+    let Ok(uri) = target_uri(scheme.clone(), authority, parts.uri.path_and_query()) else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
     parts.uri = uri;
-    parts.version = match group.settings.protocol_version {
-        ProtocolVersion::Http1 => Version::HTTP_11,
-        ProtocolVersion::Http2 => Version::HTTP_2,
-    };
+    parts.version = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     let outstanding = target.stats.start_request();
-    let pool = upstream.pool(group.settings.protocol_version);
     let timeout = group.settings.target_timeout;
-    let mut response = match tokio::time::timeout(timeout.get(), pool.request(Request::from_parts(parts, body))).await {
+    let request = Request::from_parts(parts, body);
+    let sent = async {
+        if http2 {
+            upstream.http2().send(scheme, &target.authority, request).await.map_err(|e| match e {
+                SendError::Connect(_) => Failure::Connect,
+                SendError::Broken(_) => Failure::Broken,
+            })
+        } else {
+            upstream.http1().request(request).await.map_err(|e| match e.is_connect() {
+                true => Failure::Connect,
+                false => Failure::Broken,
+            })
+        }
+    };
+    let mut response = match tokio::time::timeout(timeout.get(), sent).await {
         Err(_) => {
             let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
             return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
         }
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(Failure::Connect)) => {
             // A passive check: the target is down now, not at its next active check.
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!("cannot connect to target {}", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
-        Ok(Err(_)) => {
+        Ok(Err(Failure::Broken)) => {
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!("target {} closed the connection or sent a broken response", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
@@ -112,6 +135,14 @@ pub async fn forward(
 
     headers::remove_hop_by_hop(response.headers_mut(), false);
     response.map(|body| ProxyBody::Upstream { body, outstanding: Some(outstanding) })
+}
+
+/// Why a target gave no response.
+enum Failure {
+    /// No connection could be made.
+    Connect,
+    /// The connection broke or the response was not one.
+    Broken,
 }
 
 fn target_uri(scheme: Scheme, authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {

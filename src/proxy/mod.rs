@@ -6,6 +6,7 @@ mod body;
 pub(crate) mod connector;
 mod forward;
 pub mod h1;
+mod h2_targets;
 mod headers;
 mod upstream;
 

@@ -1,4 +1,5 @@
-//! The pools of keep-alive connections to targets, one per HTTP version and worker thread.
+//! The keep-alive connections to targets, for each worker thread: a pool for HTTP/1.1, and
+//! one multiplexed connection per target for HTTP/2 (`h2_targets`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -8,7 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::connector::Connector;
-use crate::config::ProtocolVersion;
+use super::h2_targets::H2Targets;
 use crate::shards;
 use crate::target_group::TargetRegistry;
 
@@ -27,10 +28,10 @@ pub struct Upstream {
     by_worker: OnceLock<Box<[Pools]>>,
 }
 
-/// One worker's pools.
+/// One worker's connections.
 struct Pools {
     http1: Pool,
-    http2: Pool,
+    http2: H2Targets,
 }
 
 /// Idle connections kept per target, over all workers, as the engine's `IdlePool` keeps.
@@ -46,13 +47,7 @@ impl Pools {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .build(connectors.0.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(idle)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(connectors.1.clone());
+        let http2 = H2Targets::new(connectors.1.clone());
         Pools { http1, http2 }
     }
 }
@@ -64,16 +59,21 @@ impl Upstream {
         Upstream { connectors, by_worker: OnceLock::new() }
     }
 
-    /// The calling worker's pool for targets spoken to in `version`.
-    pub fn pool(&self, version: ProtocolVersion) -> &Pool {
+    /// The calling worker's pool for HTTP/1.1 targets.
+    pub fn http1(&self) -> &Pool {
+        &self.mine().http1
+    }
+
+    /// The calling worker's connections to HTTP/2 targets.
+    pub fn http2(&self) -> &H2Targets {
+        &self.mine().http2
+    }
+
+    fn mine(&self) -> &Pools {
         let all = self.by_worker.get_or_init(|| {
             let workers = shards::count();
             (0..workers).map(|_| Pools::new(&self.connectors, workers)).collect()
         });
-        let mine = &all[shards::current() % all.len()];
-        match version {
-            ProtocolVersion::Http1 => &mine.http1,
-            ProtocolVersion::Http2 => &mine.http2,
-        }
+        &all[shards::current() % all.len()]
     }
 }
