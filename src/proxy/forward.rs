@@ -85,6 +85,7 @@ pub async fn forward(
             upstream.http2().send(scheme, &target.authority, request).await.map_err(|e| match e {
                 SendError::Connect(_) => Failure::Connect,
                 SendError::Broken(_) => Failure::Broken,
+                SendError::Refused => Failure::Refused,
             })
         } else {
             upstream.http1().request(request).await.map_err(|e| match e.is_connect() {
@@ -102,6 +103,11 @@ pub async fn forward(
             // A passive check: the target is down now, not at its next active check.
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let reason = format!("cannot connect to target {}", target.address);
+            return answer(StatusCode::BAD_GATEWAY, &reason);
+        }
+        Ok(Err(Failure::Refused)) => {
+            // The target is up, and said so: no mark.
+            let reason = format!("target {} refused the request unprocessed", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
         Ok(Err(Failure::Broken)) => {
@@ -143,6 +149,8 @@ enum Failure {
     Connect,
     /// The connection broke or the response was not one.
     Broken,
+    /// The target turned the request away unprocessed (HTTP/2 `REFUSED_STREAM`).
+    Refused,
 }
 
 fn target_uri(scheme: Scheme, authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {

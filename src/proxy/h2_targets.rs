@@ -9,9 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::Scheme;
-use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::{Either, Empty};
+use hyper::body::{Body as _, Incoming};
 use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
@@ -22,6 +24,9 @@ use super::connector::Connector;
 /// closes once its last stream ends.
 const IDLE: Duration = Duration::from_secs(60);
 
+/// Connections tried for one request, at most (each closing as the request came).
+const ATTEMPTS: usize = 4;
+
 /// Why a request did not get a response.
 #[derive(Debug)]
 pub enum SendError {
@@ -29,7 +34,13 @@ pub enum SendError {
     Connect(io::Error),
     /// The connection broke, or the target sent something that is not a response.
     Broken(hyper::Error),
+    /// The target refused the request unprocessed (`REFUSED_STREAM`), and it had a body, or
+    /// was refused twice.
+    Refused,
 }
+
+/// What goes to a target: the client's body, or none when a body-less request goes again.
+type Body = Either<Incoming, Empty<Bytes>>;
 
 /// One worker's HTTP/2 connections to targets, by target address.
 pub struct H2Targets {
@@ -41,7 +52,7 @@ pub struct H2Targets {
 struct Open {
     /// Which connection this is, told apart from a later one to the same target.
     id: u64,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<Body>,
     used: Instant,
 }
 
@@ -55,16 +66,20 @@ impl H2Targets {
     }
 
     /// Sends `request` (whose URI carries the client's authority) to the target at `target`
-    /// (`ip:port` or `host:port`), on its connection or a new one. A request the connection
-    /// turned away before sending it (the target was closing it) goes once more, on a new one.
+    /// (`ip:port` or `host:port`), on its connection or a new one. A request goes once more,
+    /// on a new connection, when the connection turned it away unsent (the target was closing
+    /// it), or when the target refused its stream (`REFUSED_STREAM`: not processed, RFC 9113
+    /// section 8.7) and it has no body to send again.
     pub async fn send(
         &self,
         scheme: Scheme,
         target: &str,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
+        let mut again = request.body().is_end_stream().then(|| Resend::of(&request));
+        let mut request = request.map(Either::Left);
         let mut fresh = false;
-        loop {
+        for _ in 0..ATTEMPTS {
             let mut sender = match self.open(target) {
                 Some(sender) => sender,
                 None => {
@@ -88,19 +103,28 @@ impl H2Targets {
                         request = unsent;
                     }
                     _ => {
+                        let e = e.into_error();
                         if sender.is_closed() {
                             self.forget(target);
                         }
-                        return Err(SendError::Broken(e.into_error()));
+                        if !refused(&e) {
+                            return Err(SendError::Broken(e));
+                        }
+                        // Once more, on the same connection if it stays open.
+                        match again.take() {
+                            Some(resend) => request = resend.request(),
+                            None => return Err(SendError::Refused),
+                        }
                     }
                 },
             }
         }
+        Err(SendError::Connect(io::Error::other("the target's connections kept closing")))
     }
 
     /// The open connection to `target`, marked used; connections idle too long or closed are
     /// let go first.
-    fn open(&self, target: &str) -> Option<SendRequest<Incoming>> {
+    fn open(&self, target: &str) -> Option<SendRequest<Body>> {
         let mut by_target = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         by_target.retain(|_, open| !open.sender.is_closed() && now.duration_since(open.used) < IDLE);
@@ -115,7 +139,7 @@ impl H2Targets {
     }
 
     /// Opens a connection to `target` and starts HTTP/2 on it.
-    async fn connect(&self, scheme: Scheme, target: &str) -> io::Result<SendRequest<Incoming>> {
+    async fn connect(&self, scheme: Scheme, target: &str) -> io::Result<SendRequest<Body>> {
         let uri = Uri::builder()
             .scheme(scheme)
             .authority(target)
@@ -153,4 +177,44 @@ async fn let_go_when_idle(by_target: Arc<Mutex<HashMap<String, Open>>>, target: 
         }
         wait = IDLE - idle;
     }
+}
+
+/// A body-less request's head, kept to send it again.
+struct Resend {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Resend {
+    fn of(request: &Request<Incoming>) -> Self {
+        Resend {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        }
+    }
+
+    fn request(self) -> Request<Body> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = self.method;
+        *request.uri_mut() = self.uri;
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers;
+        request
+    }
+}
+
+/// Whether the target refused the request's stream, so that it never processed it.
+fn refused(error: &hyper::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        source = e.source();
+    }
+    false
 }

@@ -158,6 +158,67 @@ async fn an_http2_target_closing_its_connections_still_gets_every_request() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 5);
 }
 
+/// An HTTP/2 (h2c) target that refuses the first stream of each connection (`REFUSED_STREAM`)
+/// and answers `second try` on the others. Returns its address and the streams it refused.
+async fn start_h2_refusing_first_streams() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&refused);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                // The TCP health check connects and leaves: no handshake.
+                let Ok(mut connection) = h2::server::handshake(tcp).await else { return };
+                let mut first = true;
+                while let Some(Ok((_request, mut respond))) = connection.accept().await {
+                    if std::mem::take(&mut first) {
+                        counted.fetch_add(1, Ordering::Relaxed);
+                        respond.send_reset(h2::Reason::REFUSED_STREAM);
+                        continue;
+                    }
+                    let Ok(mut body) = respond.send_response(hyper::Response::new(()), false) else { continue };
+                    let _ = body.send_data(bytes::Bytes::from_static(b"second try"), true);
+                }
+            });
+        }
+    });
+    (addr, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_an_http2_target_refuses_unprocessed_goes_again_when_it_has_no_body() {
+    let extra = "protocol_version = \"http2\"\nhealth_check = { protocol = \"tcp\" }";
+    let (target, refused) = start_h2_refusing_first_streams().await;
+    let ballast = Ballast::start(&one_group(&format!("{{ address = \"{target}\" }}"), extra));
+    let resp = http_client().get(format!("{}/again", ballast.url("lb"))).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "second try");
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1, "refused once, then served");
+
+    // A body is not sent twice: the client hears of the refusal, and the target stays in use.
+    let (target, refused) = start_h2_refusing_first_streams().await;
+    let admin = "[admin]\nbind = \"127.0.0.1:0\"\n";
+    let ballast = Ballast::start(&format!("{admin}{}", one_group(&format!("{{ address = \"{target}\" }}"), extra)));
+    let resp = http_client().post(format!("{}/pay", ballast.url("lb"))).body("once only").send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert!(resp.text().await.unwrap().contains("refused the request unprocessed"));
+    assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let listed: serde_json::Value = http_client()
+        .get(format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin")))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("a JSON list");
+    assert_eq!(listed[0]["state"], "healthy", "a refusal is no failure of the target: {listed}");
+}
+
 #[tokio::test]
 async fn https_target_groups_re_encrypt() {
     let ca = TestCa::new();
