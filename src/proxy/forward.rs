@@ -65,11 +65,18 @@ pub async fn forward(
     // client's host. HTTP/2: the URI names the client's host, sent as `:authority` with no Host
     // field beside it (RFC 9113, section 8.3.1); the connection goes to the target regardless.
     let authority = match http2 {
-        true => parts
-            .headers
-            .remove(header::HOST)
-            .and_then(|host| Authority::try_from(host.as_bytes()).ok())
-            .unwrap_or(target_authority),
+        true => {
+            let host = parts.headers.remove(header::HOST);
+            // The name the request was routed by: the URI's (HTTP/2 clients, absolute form),
+            // else Host's.
+            parts
+                .uri
+                .authority()
+                .cloned()
+                .or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()))
+                .filter(|a| !a.as_str().contains('@'))
+                .unwrap_or(target_authority)
+        }
         false => target_authority,
     };
     let Ok(uri) = target_uri(scheme.clone(), authority, parts.uri.path_and_query()) else {
@@ -86,6 +93,7 @@ pub async fn forward(
                 SendError::Connect(_) => Failure::Connect,
                 SendError::Broken(_) => Failure::Broken,
                 SendError::Refused => Failure::Refused,
+                SendError::Reset => Failure::Reset,
             })
         } else {
             upstream.http1().request(request).await.map_err(|e| match e.is_connect() {
@@ -108,6 +116,11 @@ pub async fn forward(
         Ok(Err(Failure::Refused)) => {
             // The target is up, and said so: no mark.
             let reason = format!("target {} refused the request unprocessed", target.address);
+            return answer(StatusCode::BAD_GATEWAY, &reason);
+        }
+        Ok(Err(Failure::Reset)) => {
+            // One stream, not the target: no mark (a client's odd request could cause it).
+            let reason = format!("target {} reset the request's stream", target.address);
             return answer(StatusCode::BAD_GATEWAY, &reason);
         }
         Ok(Err(Failure::Broken)) => {
@@ -151,6 +164,8 @@ enum Failure {
     Broken,
     /// The target turned the request away unprocessed (HTTP/2 `REFUSED_STREAM`).
     Refused,
+    /// The target reset the request's HTTP/2 stream.
+    Reset,
 }
 
 fn target_uri(scheme: Scheme, authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {

@@ -37,6 +37,8 @@ pub enum SendError {
     /// The target refused the request unprocessed (`REFUSED_STREAM`), and it had a body, or
     /// was refused twice.
     Refused,
+    /// The target reset the request's stream for another reason; the connection stays.
+    Reset,
 }
 
 /// What goes to a target: the client's body, or none when a body-less request goes again.
@@ -45,7 +47,10 @@ type Body = Either<Incoming, Empty<Bytes>>;
 /// One worker's HTTP/2 connections to targets, by target address.
 pub struct H2Targets {
     connector: Connector,
+    /// Open connections by scheme and target address (`http://10.0.0.5:8080`).
     by_target: Arc<Mutex<HashMap<String, Open>>>,
+    /// Whose turn it is to connect, by the same keys.
+    connecting: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// An open connection and when a request last went out on it.
@@ -62,7 +67,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 impl H2Targets {
     /// No connections yet; `connector` opens them (plain or TLS with ALPN `h2`).
     pub fn new(connector: Connector) -> Self {
-        H2Targets { connector, by_target: Arc::new(Mutex::new(HashMap::new())) }
+        H2Targets { connector, by_target: Arc::new(Mutex::new(HashMap::new())), connecting: Mutex::new(HashMap::new()) }
     }
 
     /// Sends `request` (whose URI carries the client's authority) to the target at `target`
@@ -76,20 +81,22 @@ impl H2Targets {
         target: &str,
         request: Request<Incoming>,
     ) -> Result<Response<Incoming>, SendError> {
+        // An `https` and an `http` group may name the same address: never one connection.
+        let key = format!("{scheme}://{target}");
         let mut again = request.body().is_end_stream().then(|| Resend::of(&request));
         let mut request = request.map(Either::Left);
         let mut fresh = false;
         for _ in 0..ATTEMPTS {
-            let mut sender = match self.open(target) {
-                Some(sender) => sender,
+            let (id, mut sender) = match self.open(&key) {
+                Some(open) => open,
                 None => {
                     fresh = true;
-                    self.connect(scheme.clone(), target).await.map_err(SendError::Connect)?
+                    self.connect_once(&key, scheme.clone(), target).await.map_err(SendError::Connect)?
                 }
             };
             // A connection the target has closed, or is closing, takes no new request.
             if let Err(e) = sender.ready().await {
-                self.forget(target);
+                self.forget(&key, id);
                 if fresh {
                     return Err(SendError::Broken(e));
                 }
@@ -99,21 +106,22 @@ impl H2Targets {
                 Ok(response) => return Ok(response),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if !fresh => {
-                        self.forget(target);
+                        self.forget(&key, id);
                         request = unsent;
                     }
                     _ => {
                         let e = e.into_error();
                         if sender.is_closed() {
-                            self.forget(target);
+                            self.forget(&key, id);
                         }
-                        if !refused(&e) {
-                            return Err(SendError::Broken(e));
-                        }
-                        // Once more, on the same connection if it stays open.
-                        match again.take() {
-                            Some(resend) => request = resend.request(),
-                            None => return Err(SendError::Refused),
+                        match reset_reason(&e) {
+                            // Once more, on the same connection if it stays open.
+                            Some(h2::Reason::REFUSED_STREAM) => match again.take() {
+                                Some(resend) => request = resend.request(),
+                                None => return Err(SendError::Refused),
+                            },
+                            Some(_) => return Err(SendError::Reset),
+                            None => return Err(SendError::Broken(e)),
                         }
                     }
                 },
@@ -122,24 +130,42 @@ impl H2Targets {
         Err(SendError::Connect(io::Error::other("the target's connections kept closing")))
     }
 
-    /// The open connection to `target`, marked used; connections idle too long or closed are
+    /// The open connection under `key`, marked used; connections idle too long or closed are
     /// let go first.
-    fn open(&self, target: &str) -> Option<SendRequest<Body>> {
+    fn open(&self, key: &str) -> Option<(u64, SendRequest<Body>)> {
         let mut by_target = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         by_target.retain(|_, open| !open.sender.is_closed() && now.duration_since(open.used) < IDLE);
-        let open = by_target.get_mut(target)?;
+        let open = by_target.get_mut(key)?;
         open.used = now;
-        Some(open.sender.clone())
+        Some((open.id, open.sender.clone()))
     }
 
-    /// Lets go of the connection to `target`: the next request opens a new one.
-    fn forget(&self, target: &str) {
-        self.by_target.lock().unwrap_or_else(|p| p.into_inner()).remove(target);
+    /// Lets go of connection `id` under `key`, if it is still the one there: the next request
+    /// opens a new one.
+    fn forget(&self, key: &str, id: u64) {
+        let mut by_target = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
+        if by_target.get(key).is_some_and(|open| open.id == id) {
+            by_target.remove(key);
+        }
     }
 
-    /// Opens a connection to `target` and starts HTTP/2 on it.
-    async fn connect(&self, scheme: Scheme, target: &str) -> io::Result<SendRequest<Body>> {
+    /// A connection under `key`: one opened by whoever connects first, while the others wait
+    /// for it, so that requests arriving together open one connection, not one each.
+    async fn connect_once(&self, key: &str, scheme: Scheme, target: &str) -> io::Result<(u64, SendRequest<Body>)> {
+        let turn = {
+            let mut connecting = self.connecting.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(connecting.entry(key.to_string()).or_default())
+        };
+        let _turn = turn.lock().await;
+        if let Some(open) = self.open(key) {
+            return Ok(open);
+        }
+        self.connect(key, scheme, target).await
+    }
+
+    /// Opens a connection to `target`, starts HTTP/2 on it and keeps it under `key`.
+    async fn connect(&self, key: &str, scheme: Scheme, target: &str) -> io::Result<(u64, SendRequest<Body>)> {
         let uri = Uri::builder()
             .scheme(scheme)
             .authority(target)
@@ -156,9 +182,9 @@ impl H2Targets {
         tokio::spawn(connection);
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let open = Open { id, sender: sender.clone(), used: Instant::now() };
-        self.by_target.lock().unwrap_or_else(|p| p.into_inner()).insert(target.to_string(), open);
-        tokio::spawn(let_go_when_idle(Arc::clone(&self.by_target), target.to_string(), id));
-        Ok(sender)
+        self.by_target.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_string(), open);
+        tokio::spawn(let_go_when_idle(Arc::clone(&self.by_target), key.to_string(), id));
+        Ok((id, sender))
     }
 }
 
@@ -207,14 +233,15 @@ impl Resend {
     }
 }
 
-/// Whether the target refused the request's stream, so that it never processed it.
-fn refused(error: &hyper::Error) -> bool {
+/// The reason the target reset the request's stream, when it did (a stream-level error, not
+/// the connection's).
+fn reset_reason(error: &hyper::Error) -> Option<h2::Reason> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+            return h2.is_reset().then(|| h2.reason()).flatten();
         }
         source = e.source();
     }
-    false
+    None
 }
