@@ -587,14 +587,7 @@ async fn a_post_the_target_drops_unanswered_on_a_reused_connection_is_not_sent_t
     assert_eq!(answer.status, 502, "{}", text(&raw));
     let seen: Vec<(String, usize)> = target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
     assert_eq!(seen, [("/one".to_string(), 0), ("/pay".to_string(), 0)]);
-    let listed: serde_json::Value = http_client()
-        .get(format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin")))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("a JSON list");
+    let listed = crate::common::targets_of(&ballast, "g").await;
     assert_ne!(listed[0]["state"], "unhealthy", "{listed}");
 }
 

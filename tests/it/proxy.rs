@@ -208,14 +208,7 @@ async fn a_request_an_http2_target_refuses_unprocessed_goes_again_when_it_has_no
     assert_eq!(resp.status(), 502);
     assert!(resp.text().await.unwrap().contains("refused the request unprocessed"));
     assert_eq!(refused.load(std::sync::atomic::Ordering::Relaxed), 1);
-    let listed: serde_json::Value = http_client()
-        .get(format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin")))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("a JSON list");
+    let listed = crate::common::targets_of(&ballast, "g").await;
     assert_eq!(listed[0]["state"], "healthy", "a refusal is no failure of the target: {listed}");
 }
 

@@ -60,6 +60,18 @@ targets = [{target_lines}]
     )
 }
 
+/// The targets of `group` as the admin API lists them (address, state, reason…).
+pub async fn targets_of(ballast: &Ballast, group: &str) -> serde_json::Value {
+    http_client()
+        .get(format!("http://{}/api/v1/target-groups/{group}/targets", ballast.addr("admin")))
+        .send()
+        .await
+        .expect("the admin API answers")
+        .json()
+        .await
+        .expect("a JSON list")
+}
+
 /// ballast's /metrics, as text.
 pub async fn metrics_text(ballast: &Ballast) -> String {
     http_client()
