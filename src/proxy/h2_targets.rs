@@ -130,14 +130,12 @@ impl H2Targets {
         Err(SendError::Connect(io::Error::other("the target's connections kept closing")))
     }
 
-    /// The open connection under `key`, marked used; connections idle too long or closed are
-    /// let go first.
+    /// The open connection under `key`, marked used. (Idle ones are let go by their own task,
+    /// `let_go_when_idle`; a closed one fails `ready` in `send`, which forgets it.)
     fn open(&self, key: &str) -> Option<(u64, SendRequest<Body>)> {
         let mut by_target = self.by_target.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        by_target.retain(|_, open| !open.sender.is_closed() && now.duration_since(open.used) < IDLE);
         let open = by_target.get_mut(key)?;
-        open.used = now;
+        open.used = Instant::now();
         Some((open.id, open.sender.clone()))
     }
 

@@ -60,28 +60,20 @@ targets = [{target_lines}]
     )
 }
 
+/// ballast's admin API answer to `GET path`.
+async fn admin_get(ballast: &Ballast, path: &str) -> reqwest::Response {
+    http_client().get(format!("http://{}{path}", ballast.addr("admin"))).send().await.expect("the admin API answers")
+}
+
 /// The targets of `group` as the admin API lists them (address, state, reason…).
 pub async fn targets_of(ballast: &Ballast, group: &str) -> serde_json::Value {
-    http_client()
-        .get(format!("http://{}/api/v1/target-groups/{group}/targets", ballast.addr("admin")))
-        .send()
-        .await
-        .expect("the admin API answers")
-        .json()
-        .await
-        .expect("a JSON list")
+    let path = format!("/api/v1/target-groups/{group}/targets");
+    admin_get(ballast, &path).await.json().await.expect("a JSON list")
 }
 
 /// ballast's /metrics, as text.
 pub async fn metrics_text(ballast: &Ballast) -> String {
-    http_client()
-        .get(format!("http://{}/metrics", ballast.addr("admin")))
-        .send()
-        .await
-        .expect("a /metrics answer")
-        .text()
-        .await
-        .expect("a /metrics body")
+    admin_get(ballast, "/metrics").await.text().await.expect("a /metrics body")
 }
 
 /// The value of the series `series` (name and labels) on ballast's /metrics, 0 when absent.
