@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs ballast, HAProxy and NGINX in turn (A B C, A B C, ...) on the same workloads and
+"""Runs ballast, HAProxy and NGINX in turn on each workload (A B C, then B C A, C A B, ...) and
 prints, per workload, the median requests per second, p50 and p99 latency and peak memory of
 each, with the ratios ballast/HAProxy and ballast/NGINX. Direct-to-backend runs give the limit.
 
@@ -496,24 +496,25 @@ def main():
                 if key_ not in {w[0] for w in WORKLOADS}:
                     continue
                 results.setdefault((threads, key_, "direct"), []).append(run())
+            names = list(proxies)
             for rnd in range(ROUNDS):
-                for name, (cmd, env) in proxies.items():
-                    proc = start(cmd, env, proxy_cpus)
-                    try:
-                        for key_, _, run in WORKLOADS:
-                            if key_ == "f":
-                                # Memory per idle connection is measured on a fresh process, so
-                                # no pool filled by earlier workloads hides the cost.
-                                stop(proc)
-                                proc = start(cmd, env, proxy_cpus)
+                # Each workload runs on every proxy in turn, one right after the other, on a
+                # fresh process: this machine's speed drifts by up to a fifth within a minute,
+                # so runs compared are kept close in time. The order turns each round.
+                order = names[rnd % len(names):] + names[:rnd % len(names)]
+                for key_, _, run in WORKLOADS:
+                    for name in order:
+                        cmd, env = proxies[name]
+                        proc = start(cmd, env, proxy_cpus)
+                        try:
                             r = run(proc.pid)
                             r["peak_kib"] = memory_kib(proc.pid, "VmHWM")
-                            results.setdefault((threads, key_, name), []).append(r)
-                            print(f"threads={threads} round={rnd + 1} {name:8} {key_:3} "
-                                  f"{fmt(r['rps'])} p50={fmt(r['p50'], 2)} p99={fmt(r['p99'], 2)} "
-                                  f"peak={r['peak_kib']} KiB errors={r['errors']}", flush=True)
-                    finally:
-                        stop(proc)
+                        finally:
+                            stop(proc)
+                        results.setdefault((threads, key_, name), []).append(r)
+                        print(f"threads={threads} round={rnd + 1} {name:8} {key_:3} "
+                              f"{fmt(r['rps'])} p50={fmt(r['p50'], 2)} p99={fmt(r['p99'], 2)} "
+                              f"peak={r['peak_kib']} KiB errors={r['errors']}", flush=True)
     finally:
         backends.terminate()
         sink.terminate()
