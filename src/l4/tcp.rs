@@ -29,13 +29,7 @@ const CONNECT_ATTEMPTS: usize = 3;
 pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str>) {
     let snapshot = state.snapshot();
     let Some(listener) = snapshot.listener(&name) else { return };
-    // Behind another balancer, address rules and limits apply to the client its PROXY header
-    // names, once read; otherwise to the connecting address, before anything is read.
-    let mut _permit = None;
-    if !listener.proxy_protocol {
-        let Some(permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
-        _permit = Some(permit);
-    }
+    let Some(_permit) = crate::guard::admit_connection(&state, listener, peer.ip()) else { return };
     listener.metrics.new_connections.inc();
     let _open = GaugeGuard::inc(listener.metrics.active_connections.clone());
     let header_timeout = listener.limits.header_timeout.get();
@@ -56,10 +50,6 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     } else {
         (peer, Vec::new(), tcp)
     };
-    if listener.proxy_protocol {
-        let Some(permit) = crate::guard::admit_connection(&state, listener, client.ip()) else { return };
-        _permit = Some(permit);
-    }
 
     let ActionPlan::Forward(plan) = listener.router.default_action() else { return };
     let Some(group_index) = plan.pick_group() else { return };

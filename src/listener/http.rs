@@ -59,19 +59,14 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
     let local_port = tcp.local_addr().map_or(0, |a| a.port());
     let snapshot = state.snapshot();
     let listener = snapshot.listener(&name)?;
-    let expect_proxy_header = listener.proxy_protocol;
-    // Behind another balancer, address rules and limits apply to the client its PROXY header
-    // names, once read; otherwise to the connecting address, before anything is read.
-    let admitted = match expect_proxy_header {
-        false => Some(crate::guard::admit_connection(&state, listener, peer.ip())?),
-        true => None,
-    };
+    let permit = crate::guard::admit_connection(&state, listener, peer.ip())?;
     listener.metrics.new_connections.inc();
     let open = GaugeGuard::inc(listener.metrics.active_connections.clone());
     let header_timeout = listener.limits.header_timeout.get();
     let guard = Arc::new(guard_settings(listener));
     let max_header_bytes = listener.limits.max_header_bytes;
     let tls = listener.tls.clone();
+    let expect_proxy_header = listener.proxy_protocol;
     let tcp = CountedIo::new(tcp, listener.metrics.processed_bytes.clone());
     drop(snapshot);
     // Behind another balancer, the client is who the PROXY header says; a connection
@@ -86,10 +81,6 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
         }
     } else {
         (peer, Prefixed::new(Vec::new(), tcp))
-    };
-    let permit = match admitted {
-        Some(permit) => permit,
-        None => crate::guard::admit_connection(&state, state.snapshot().listener(&name)?, peer.ip())?,
     };
     let protocol = if tls.is_some() { "https" } else { "http" };
     let client = Client { peer, protocol, listener_port: local_port };

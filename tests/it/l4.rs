@@ -334,58 +334,6 @@ targets = [{}]
 }
 
 #[tokio::test]
-async fn behind_an_nlb_address_rules_see_the_client_the_proxy_header_names() {
-    let backend = Backend::start("app").await;
-    // Both listeners refuse 127.0.0.3 and admit everyone else; the NLBs in front connect
-    // from 127.0.0.1, which no rule names.
-    let inner = Ballast::start(&format!(
-        r#"
-[admin]
-bind = "127.0.0.1:0"
-
-[[listeners]]
-name = "alb"
-protocol = "http"
-bind = "127.0.0.1:0"
-proxy_protocol = true
-deny = ["127.0.0.3"]
-default_action = {{ type = "forward", target_group = "app" }}
-
-[[listeners]]
-name = "tcp"
-protocol = "tcp"
-bind = "127.0.0.1:0"
-proxy_protocol = true
-deny = ["127.0.0.3"]
-default_action = {{ type = "forward", target_group = "app-tcp" }}
-
-[[target_groups]]
-name = "app"
-targets = [{target}]
-
-[[target_groups]]
-name = "app-tcp"
-protocol = "tcp"
-targets = [{target}]
-"#,
-        target = backend.target()
-    ));
-    for listener in ["alb", "tcp"] {
-        let nlb = Ballast::start(&tcp_config("tcp", "tcp", &[inner.addr(listener)], "proxy_protocol = \"v2\""));
-        for (client, admitted) in [([127, 0, 0, 2], true), ([127, 0, 0, 3], false)] {
-            let mut tcp = crate::common::raw_target::connect_from(client.into(), nlb.addr("l4")).await;
-            tcp.write_all(b"GET /rules HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await.unwrap();
-            let mut answer = Vec::new();
-            let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await.unwrap();
-            let answered = read.is_ok() && answer.starts_with(b"HTTP/1.1 200");
-            assert_eq!(answered, admitted, "{listener} from {client:?}: {:?}", String::from_utf8_lossy(&answer));
-        }
-        let series = format!("ballast_rejected_requests_total{{listener=\"{listener}\",reason=\"ip_denied\"}}");
-        assert_eq!(crate::common::metric(&inner, &series).await, 1.0, "{series}");
-    }
-}
-
-#[tokio::test]
 async fn a_draining_l4_target_keeps_its_connections_until_the_delay() {
     let old = start_summing("old", None).await;
     let new = start_summing("new", None).await;
