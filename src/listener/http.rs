@@ -149,7 +149,9 @@ fn service(
         let name = Arc::clone(&name);
         // HTTP/1.1 answers in order, so the guard's decisions come in the same order.
         let decision = decisions.as_ref().and_then(|d| d.lock().unwrap_or_else(|p| p.into_inner()).pop_front());
-        async move { Ok::<_, Infallible>(dispatch::handle(&state, &name, client, req, decision).await) }
+        // Boxed: hyper spawns a task per HTTP/2 stream, which copies the future it is given; a
+        // request's whole handling is kilobytes, a box is a pointer (d measured 7% faster).
+        async move { Ok::<_, Infallible>(Box::pin(dispatch::handle(&state, &name, client, req, decision)).await) }
     })
 }
 

@@ -102,7 +102,8 @@ pub async fn forward(
             })
         }
     };
-    let mut response = match tokio::time::timeout(timeout.get(), sent).await {
+    // Boxed: hyper's client future is most of this function's, and is moved as it starts.
+    let mut response = match tokio::time::timeout(timeout.get(), Box::pin(sent)).await {
         Err(_) => {
             let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
             return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
