@@ -118,6 +118,17 @@ impl ChunkedBody {
     /// Follows the next bytes of the body. After an error, every call returns it again; after
     /// the end, nothing more is consumed.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Progress, ChunkError> {
+        self.feed_with(bytes, |_| {}, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), and hands `data` each span of `bytes` that is chunk data (the
+    /// body decoded), and `trailer` each byte of the trailer section, its final CRLF included.
+    pub fn feed_with(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+        mut trailer: impl FnMut(u8),
+    ) -> Result<Progress, ChunkError> {
         let mut at = 0;
         while at < bytes.len() {
             match self.state {
@@ -125,12 +136,17 @@ impl ChunkedBody {
                 State::Failed(error) => return Err(error),
                 State::Data { left } => {
                     let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len() - at);
+                    data(at..at + take);
                     at += take;
                     self.data += take as u64;
                     let left = left - take as u64;
                     self.state = if left == 0 { State::DataCr } else { State::Data { left } };
                 }
                 _ => {
+                    use State::{FinalLf, TrailerLf, TrailerName, TrailerStart, TrailerValue};
+                    if matches!(self.state, TrailerStart | TrailerName | TrailerValue | TrailerLf | FinalLf) {
+                        trailer(bytes[at]);
+                    }
                     self.state = self.step(bytes[at]);
                     at += 1;
                 }
@@ -302,6 +318,26 @@ mod tests {
                     Err(_) => break,
                 }
             }
+        }
+    }
+
+    #[test]
+    fn decoding_hands_on_the_data_and_the_trailer_section_in_any_split() {
+        let whole = [BODY, NEXT].concat();
+        for split in 0..whole.len() {
+            let mut body = ChunkedBody::new();
+            let (mut data, mut trailer, mut consumed) = (Vec::new(), Vec::new(), 0);
+            for part in [&whole[..split], &whole[split..]] {
+                if body.is_done() {
+                    break;
+                }
+                let progress =
+                    body.feed_with(part, |span| data.extend_from_slice(&part[span]), |b| trailer.push(b)).unwrap();
+                consumed += progress.consumed;
+            }
+            assert_eq!(consumed, BODY.len(), "split at {split}");
+            assert_eq!(data, b"helloabcdefghijklmnopqrstuvwxyz", "split at {split}");
+            assert_eq!(trailer, b"X-Sum: 1\r\nEtag:\r\n\r\n", "split at {split}");
         }
     }
 }

@@ -6,16 +6,18 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::h1::client::TargetBody;
 use crate::target_group::OutstandingGuard;
 
 /// Error type of response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Either a target's streamed body (which keeps its request counted as outstanding until it
-/// ends), or a short body ballast wrote itself.
+/// ends), through hyper's client or the engine's, or a short body ballast wrote itself.
 #[derive(Debug)]
 pub enum ProxyBody {
     Upstream { body: Incoming, outstanding: Option<OutstandingGuard> },
+    Engine(TargetBody),
     Full(Option<Bytes>),
 }
 
@@ -44,6 +46,7 @@ impl Body for ProxyBody {
                 }
                 Pin::new(body).poll_frame(cx).map_err(Into::into)
             }
+            ProxyBody::Engine(body) => Pin::new(body).poll_frame(cx),
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -51,6 +54,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+            ProxyBody::Engine(body) => body.is_end_stream(),
             ProxyBody::Full(bytes) => bytes.as_ref().is_none_or(Bytes::is_empty),
         }
     }
@@ -58,6 +62,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
+            ProxyBody::Engine(body) => body.size_hint(),
             ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

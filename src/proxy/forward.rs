@@ -9,6 +9,7 @@ use hyper_util::rt::TokioIo;
 
 use super::answer::answer;
 use super::body::ProxyBody;
+use super::h1::client::SendFailure;
 use super::h2_targets::SendError;
 use super::headers;
 use super::upstream::Upstream;
@@ -83,9 +84,19 @@ pub async fn forward(
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
     parts.uri = uri;
+    let timeout = group.settings.target_timeout;
+    // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
+    // in this task.
+    let engine = parts.version == Version::HTTP_2
+        && !http2
+        && !websocket
+        && group.settings.protocol == TargetProtocol::Http
+        && hyper::body::Body::is_end_stream(&body);
+    if engine {
+        return forward_in_engine(target, &parts, timeout).await;
+    }
     parts.version = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     let outstanding = target.stats.start_request();
-    let timeout = group.settings.target_timeout;
     let request = Request::from_parts(parts, body);
     let sent = async {
         if http2 {
@@ -155,6 +166,40 @@ pub async fn forward(
 
     headers::remove_hop_by_hop(response.headers_mut(), false);
     response.map(|body| ProxyBody::Upstream { body, outstanding: Some(outstanding) })
+}
+
+/// Sends a body-less request to a plain HTTP/1.1 target with the engine's client
+/// (`h1::client`), and returns what the client should get.
+async fn forward_in_engine(
+    target: &Target,
+    parts: &http::request::Parts,
+    timeout: crate::config::Duration,
+) -> Response<ProxyBody> {
+    let sent = super::h1::client::send(target, parts, target.stats.start_request());
+    let mut response = match tokio::time::timeout(timeout.get(), Box::pin(sent)).await {
+        Err(_) => {
+            let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
+            return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
+        }
+        Ok(Err(SendFailure::Connect)) => {
+            // A passive check: the target is down now, not at its next active check.
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            let reason = format!("cannot connect to target {}", target.address);
+            return answer(StatusCode::BAD_GATEWAY, &reason);
+        }
+        Ok(Err(SendFailure::Broken)) => {
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            let reason = format!("target {} closed the connection or sent a broken response", target.address);
+            return answer(StatusCode::BAD_GATEWAY, &reason);
+        }
+        Ok(Err(SendFailure::Closed)) => {
+            let reason = format!("target {} closed a kept-alive connection as the request went out", target.address);
+            return answer(StatusCode::BAD_GATEWAY, &reason);
+        }
+        Ok(Ok(response)) => response,
+    };
+    headers::remove_hop_by_hop(response.headers_mut(), false);
+    response.map(ProxyBody::Engine)
 }
 
 /// Why a target gave no response.

@@ -800,3 +800,126 @@ async fn a_connection_field_naming_the_length_smuggles_nothing() {
         target.requests().iter().map(|r| (r.path().to_string(), r.body.clone())).collect();
     assert_eq!(seen, [("/public".to_string(), smuggled.to_vec()), ("/next".to_string(), Vec::new())]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/2 clients: their body-less requests go over the same pool (`proxy::h1::client`).
+
+/// GETs `path` over h2c from `client`; the status and the body.
+async fn h2_get(client: &reqwest::Client, ballast: &Ballast, path: &str) -> (u16, String) {
+    let resp = client.get(format!("{}{path}", ballast.url("lb"))).send().await.expect("an h2c answer");
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("a whole body"))
+}
+
+#[tokio::test]
+async fn http2_clients_get_chunked_answers_decoded_over_pooled_target_connections() {
+    let target = ScriptedTarget::start(|req| {
+        if !req.path().starts_with("/chunked") {
+            return Reply::ok(&format!("{} {}", req.method(), req.path()));
+        }
+        let pieces = [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunks\r\n\r\n5\r\nhel"[..],
+            b"lo\r\n6\r\n world\r\n",
+            b"3;ext=1\r\n!!!\r\n0\r\nx-check",
+            b"sum: abc\r\n\r\n",
+        ];
+        let mut steps = Vec::new();
+        for piece in pieces {
+            steps.push(Piece::Bytes(piece.to_vec()));
+            steps.push(Piece::Pause(Duration::from_millis(30)));
+        }
+        Reply::pieces(steps)
+    });
+    let ballast = target.ballast();
+    // hyper's own HTTP/2 client, which shows trailers.
+    let tcp = TcpStream::connect(ballast.addr("lb")).await.expect("connects");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    let uri = format!("http://{}/chunked?x=1", ballast.addr("lb"));
+    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
+    let resp = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["x-kind"], "chunks");
+    assert!(resp.headers().get("transfer-encoding").is_none(), "HTTP/2 has no chunked coding");
+    let body = http_body_util::BodyExt::collect(resp.into_body()).await.expect("a whole body");
+    let trailers = body.trailers().cloned().expect("the trailer fields");
+    assert_eq!(trailers["x-checksum"], "abc");
+    assert_eq!(text(&body.to_bytes()), "hello world!!!", "the chunks are decoded");
+    let uri = format!("http://{}/next", ballast.addr("lb"));
+    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
+    let next = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    let next = http_body_util::BodyExt::collect(next.into_body()).await.expect("a whole body").to_bytes();
+    assert_eq!(text(&next), "GET /next");
+    // (Target connections are pooled per worker: the same client connection finds its own.)
+    assert_eq!(target.connections_used().len(), 1, "the chunked answer ended cleanly: its connection is reused");
+    let first = &target.requests()[0];
+    assert_eq!(first.request_line(), "GET /chunked?x=1 HTTP/1.1", "{}", first.head);
+    assert_eq!(first.header_values("host"), [ballast.addr("lb").to_string()], "{}", first.head);
+    assert_eq!(first.header_values("x-forwarded-proto"), ["http"], "{}", first.head);
+    assert_eq!(first.header_values("x-forwarded-for"), ["127.0.0.1"], "{}", first.head);
+    // A request with a body still reaches the target whole (through hyper's client).
+    let client = crate::common::h2c_client();
+    let posted = client.post(format!("{}/upload", ballast.url("lb"))).body("payload").send().await;
+    assert_eq!(posted.expect("an h2c answer").text().await.expect("a body"), "POST /upload");
+    assert_eq!(target.requests().last().map(|r| r.body.clone()), Some(b"payload".to_vec()));
+}
+
+#[tokio::test]
+async fn http2_clients_get_head_sliced_and_close_delimited_answers_whole() {
+    let target = ScriptedTarget::start(|req| match req.path() {
+        "/head" => Reply::raw(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+        "/sliced" => Reply::pieces(vec![
+            Piece::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\n\r\nhello".to_vec()),
+            Piece::Pause(Duration::from_millis(50)),
+            Piece::Bytes(b" world".to_vec()),
+        ]),
+        "/until-close" => Reply::raw(b"HTTP/1.0 200 OK\r\n\r\nall of it").then(Then::Close),
+        "/empty" => Reply::raw(b"HTTP/1.1 204 No Content\r\n\r\n"),
+        path => Reply::ok(path),
+    });
+    let ballast = target.ballast();
+    let client = crate::common::h2c_client();
+    let head = client.head(format!("{}/head", ballast.url("lb"))).send().await.expect("an h2c answer");
+    assert_eq!(head.status().as_u16(), 200);
+    assert_eq!(head.headers()["content-length"], "5", "a HEAD answer keeps the length it declares");
+    assert_eq!(head.text().await.expect("no body"), "");
+    assert_eq!(h2_get(&client, &ballast, "/sliced").await, (200, "hello world".to_string()));
+    assert_eq!(h2_get(&client, &ballast, "/until-close").await, (200, "all of it".to_string()));
+    assert_eq!(h2_get(&client, &ballast, "/empty").await, (204, String::new()));
+    assert_eq!(h2_get(&client, &ballast, "/last").await, (200, "/last".to_string()));
+    let by_path: Vec<(String, usize)> =
+        target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
+    // Every answer but the close-delimited one left its connection usable.
+    assert_eq!(
+        by_path,
+        [
+            ("/head".to_string(), 0),
+            ("/sliced".to_string(), 0),
+            ("/until-close".to_string(), 0),
+            ("/empty".to_string(), 1),
+            ("/last".to_string(), 1)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_http2_get_dropped_on_a_reused_connection_goes_again_and_a_broken_answer_is_a_502() {
+    let target = ScriptedTarget::start(|req| match (req.connection, req.index, req.path()) {
+        (0, 1, _) => Reply::pieces(vec![]).then(Then::Close),
+        (_, _, "/broken") => Reply::raw(b"NOT HTTP AT ALL\r\n\r\n").then(Then::Close),
+        (_, _, path) => Reply::ok(path),
+    });
+    let ballast = target.ballast();
+    let client = crate::common::h2c_client();
+    assert_eq!(h2_get(&client, &ballast, "/one").await, (200, "/one".to_string()));
+    assert_eq!(h2_get(&client, &ballast, "/two").await, (200, "/two".to_string()));
+    let seen: Vec<(String, usize)> = target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
+    assert_eq!(seen, [("/one".to_string(), 0), ("/two".to_string(), 0), ("/two".to_string(), 1)]);
+    let (status, body) = h2_get(&client, &ballast, "/broken").await;
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("broken response"), "{body}");
+}

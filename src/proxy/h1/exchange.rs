@@ -222,12 +222,12 @@ where
 }
 
 /// Whether `e` says the peer closed or reset the connection.
-fn hung_up(e: &io::Error) -> bool {
+pub(super) fn hung_up(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted)
 }
 
 /// Opens a new connection to `target`, counted as open while it lives.
-async fn connect(target: &Target) -> io::Result<TargetConnection> {
+pub(super) async fn connect(target: &Target) -> io::Result<TargetConnection> {
     let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;

@@ -56,6 +56,41 @@ pub fn parse_and_rewrite(
     }
     let fields: &[httparse::Header<'_>] = response.headers;
     let interim = status < 200;
+    let (framing, target_close, chunked) = framing_of(version, status, fields, head_method)?;
+    let reason = response.reason.unwrap_or("");
+    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    let has_connection = fields.iter().any(|f| f.name.eq_ignore_ascii_case("connection"));
+    for field in fields {
+        let name = field.name;
+        if DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
+            || (has_connection && named_by_connection(fields, name))
+            // With a Transfer-Encoding, a Content-Length means nothing and is not passed on.
+            || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(field.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !interim && (close || framing == Framing::UntilClose) {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let reusable = !target_close && framing != Framing::UntilClose;
+    Ok(Some(ResponseFacts { head_len, status, framing, reusable, interim }))
+}
+
+/// How the body of a response (HTTP/1.`version`, `status`, `fields`) is framed, whether the
+/// target closes the connection after it, and what a `Transfer-Encoding` said (`Some(true)`:
+/// chunked last).
+pub fn framing_of(
+    version: u8,
+    status: u16,
+    fields: &[httparse::Header<'_>],
+    head_method: bool,
+) -> Result<(Framing, bool, Option<bool>), BrokenResponse> {
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut target_close = version == 0;
@@ -81,7 +116,7 @@ pub fn parse_and_rewrite(
             }
         }
     }
-    let framing = if head_method || interim || status == 204 || status == 304 {
+    let framing = if head_method || status < 200 || status == 204 || status == 304 {
         Framing::Empty
     } else {
         match (chunked, length) {
@@ -90,29 +125,7 @@ pub fn parse_and_rewrite(
             (None, Some(n)) => Framing::Length(n),
         }
     };
-    let reason = response.reason.unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
-    let has_connection = fields.iter().any(|f| f.name.eq_ignore_ascii_case("connection"));
-    for field in fields {
-        let name = field.name;
-        if DROPPED.iter().any(|d| name.eq_ignore_ascii_case(d))
-            || (has_connection && named_by_connection(fields, name))
-            // With a Transfer-Encoding, a Content-Length means nothing and is not passed on.
-            || (chunked.is_some() && name.eq_ignore_ascii_case("content-length"))
-        {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(field.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !interim && (close || framing == Framing::UntilClose) {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    let reusable = !target_close && framing != Framing::UntilClose;
-    Ok(Some(ResponseFacts { head_len, status, framing, reusable, interim }))
+    Ok((framing, target_close, chunked))
 }
 
 #[cfg(test)]
