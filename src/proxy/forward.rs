@@ -87,9 +87,13 @@ pub async fn forward(
     let timeout = group.settings.target_timeout;
     // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
     // in this task.
+    if parts.version == Version::HTTP_2 && !http2 {
+        headers::join_cookies(&mut parts.headers);
+    }
     let engine = parts.version == Version::HTTP_2
         && !http2
         && !websocket
+        && parts.method != http::Method::CONNECT
         && group.settings.protocol == TargetProtocol::Http
         && hyper::body::Body::is_end_stream(&body);
     if engine {

@@ -66,9 +66,39 @@ pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     connection_upgrade && websocket
 }
 
+/// Joins the `Cookie` fields into one, values separated by "; ": HTTP/2 clients send each
+/// cookie as a field of its own, HTTP/1.1 takes one field (RFC 9113, section 8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else { return };
+    let mut joined = first.as_bytes().to_vec();
+    for more in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cookies_sent_apart_become_one_field() {
+        let mut h = HeaderMap::new();
+        for c in ["a=1", "b=2", "c=3"] {
+            h.append(header::COOKIE, HeaderValue::from_static(c));
+        }
+        join_cookies(&mut h);
+        let all: Vec<_> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = HeaderMap::new();
+        one.insert(header::COOKIE, HeaderValue::from_static("only=1"));
+        join_cookies(&mut one);
+        assert_eq!(one[header::COOKIE], "only=1");
+    }
 
     #[test]
     fn connection_and_the_headers_it_names_are_dropped() {

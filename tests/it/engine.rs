@@ -923,3 +923,34 @@ async fn an_http2_get_dropped_on_a_reused_connection_goes_again_and_a_broken_ans
     assert_eq!(status, 502, "{body}");
     assert!(body.contains("broken response"), "{body}");
 }
+
+#[tokio::test]
+async fn an_http2_get_whose_target_began_an_answer_is_not_sent_again() {
+    // An interim answer, then the target hangs up: the request may have been acted on.
+    let target = ScriptedTarget::start(|req| match (req.connection, req.index) {
+        (0, 1) => Reply::raw(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n").then(Then::Close),
+        _ => Reply::ok(req.path()),
+    });
+    let ballast = target.ballast();
+    let client = crate::common::h2c_client();
+    assert_eq!(h2_get(&client, &ballast, "/one").await, (200, "/one".to_string()));
+    let (status, body) = h2_get(&client, &ballast, "/two").await;
+    assert_eq!(status, 502, "{body}");
+    let seen: Vec<(String, usize)> = target.requests().iter().map(|r| (r.path().to_string(), r.connection)).collect();
+    assert_eq!(seen, [("/one".to_string(), 0), ("/two".to_string(), 0)], "sent once");
+}
+
+#[tokio::test]
+async fn an_http2_clients_cookies_reach_an_http1_target_as_one_field() {
+    let target = ScriptedTarget::start(|req| Reply::ok(req.path()));
+    let ballast = target.ballast();
+    let client = crate::common::h2c_client();
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let request = client.request(method.clone(), format!("{}/c", ballast.url("lb")));
+        let request = request.header("cookie", "a=1").header("cookie", "b=2");
+        let request = if method == reqwest::Method::POST { request.body("x") } else { request };
+        assert_eq!(request.send().await.expect("an h2c answer").status().as_u16(), 200);
+        let last = target.requests().last().cloned().expect("a request");
+        assert_eq!(last.header_values("cookie"), ["a=1; b=2"], "{method}: {}", last.head);
+    }
+}

@@ -73,6 +73,9 @@ pub async fn send(
             }
         }
         let mut buf = BytesMut::with_capacity(HEAD_ROOM);
+        // Whether the target has sent any byte of an answer (an interim one included): from
+        // then on the request is not sent again.
+        let mut answering = false;
         loop {
             let n = match connection.stream.read_buf(&mut buf).await {
                 Ok(n) => n,
@@ -80,13 +83,14 @@ pub async fn send(
                 Err(_) => return Err(SendFailure::Broken),
             };
             if n == 0 {
-                match (buf.is_empty(), retry, reused) {
+                match (!answering, retry, reused) {
                     // Closed by the target before it answered: once more, on a new one.
                     (true, true, _) => continue 'connect,
                     (true, false, true) => return Err(SendFailure::Closed),
                     _ => return Err(SendFailure::Broken),
                 }
             }
+            answering = true;
             match read_head(&mut buf, head_method)? {
                 Some((response, framing, reusable)) => {
                     let pool = Arc::clone(&target.idle);
@@ -109,24 +113,9 @@ fn encode(head: &http::request::Parts) -> Vec<u8> {
     out.extend_from_slice(head.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        if name == http::header::COOKIE {
-            continue;
-        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    // HTTP/2 clients send each cookie as a field of its own; HTTP/1.1 takes one `Cookie` field,
-    // the values joined by "; " (RFC 9113, section 8.2.3).
-    let mut cookies = head.headers.get_all(http::header::COOKIE).iter();
-    if let Some(first) = cookies.next() {
-        out.extend_from_slice(b"cookie: ");
-        out.extend_from_slice(first.as_bytes());
-        for more in cookies {
-            out.extend_from_slice(b"; ");
-            out.extend_from_slice(more.as_bytes());
-        }
         out.extend_from_slice(b"\r\n");
     }
     // A method that is expected to carry a body says it carries none.
@@ -388,13 +377,6 @@ mod tests {
         let head = parts(Method::GET, "https://example.com/a/b?c=d", &[("host", "example.com"), ("x-one", "1")]);
         let text = String::from_utf8(encode(&head)).unwrap();
         assert_eq!(text, "GET /a/b?c=d HTTP/1.1\r\nhost: example.com\r\nx-one: 1\r\n\r\n");
-    }
-
-    #[test]
-    fn cookies_sent_apart_go_as_one_field() {
-        let head = parts(Method::GET, "/", &[("cookie", "a=1"), ("host", "h"), ("cookie", "b=2"), ("cookie", "c=3")]);
-        let text = String::from_utf8(encode(&head)).unwrap();
-        assert_eq!(text, "GET / HTTP/1.1\r\nhost: h\r\ncookie: a=1; b=2; c=3\r\n\r\n");
     }
 
     #[test]
