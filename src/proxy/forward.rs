@@ -119,31 +119,8 @@ pub async fn forward(
     };
     // Boxed: hyper's client future is most of this function's, and is moved as it starts.
     let mut response = match tokio::time::timeout(timeout.get(), Box::pin(sent)).await {
-        Err(_) => {
-            let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
-            return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
-        }
-        Ok(Err(Failure::Connect)) => {
-            // A passive check: the target is down now, not at its next active check.
-            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-            let reason = format!("cannot connect to target {}", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
-        Ok(Err(Failure::Refused)) => {
-            // The target is up, and said so: no mark.
-            let reason = format!("target {} refused the request unprocessed", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
-        Ok(Err(Failure::Reset)) => {
-            // One stream, not the target: no mark (a client's odd request could cause it).
-            let reason = format!("target {} reset the request's stream", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
-        Ok(Err(Failure::Broken)) => {
-            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-            let reason = format!("target {} closed the connection or sent a broken response", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
+        Err(_) => return timed_out(target, timeout),
+        Ok(Err(failure)) => return failed(target, failure),
         Ok(Ok(response)) => response,
     };
 
@@ -181,25 +158,8 @@ async fn forward_in_engine(
 ) -> Response<ProxyBody> {
     let sent = super::h1::client::send(target, parts, target.stats.start_request());
     let mut response = match tokio::time::timeout(timeout.get(), Box::pin(sent)).await {
-        Err(_) => {
-            let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
-            return answer(StatusCode::GATEWAY_TIMEOUT, &reason);
-        }
-        Ok(Err(SendFailure::Connect)) => {
-            // A passive check: the target is down now, not at its next active check.
-            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-            let reason = format!("cannot connect to target {}", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
-        Ok(Err(SendFailure::Broken)) => {
-            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-            let reason = format!("target {} closed the connection or sent a broken response", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
-        Ok(Err(SendFailure::Closed)) => {
-            let reason = format!("target {} closed a kept-alive connection as the request went out", target.address);
-            return answer(StatusCode::BAD_GATEWAY, &reason);
-        }
+        Err(_) => return timed_out(target, timeout),
+        Ok(Err(failure)) => return failed(target, failure.into()),
         Ok(Ok(response)) => response,
     };
     headers::remove_hop_by_hop(response.headers_mut(), false);
@@ -212,10 +172,51 @@ enum Failure {
     Connect,
     /// The connection broke or the response was not one.
     Broken,
+    /// A kept-alive connection the target closed as the request went out.
+    Closed,
     /// The target turned the request away unprocessed (HTTP/2 `REFUSED_STREAM`).
     Refused,
     /// The target reset the request's HTTP/2 stream.
     Reset,
+}
+
+impl From<SendFailure> for Failure {
+    fn from(failure: SendFailure) -> Self {
+        match failure {
+            SendFailure::Connect => Failure::Connect,
+            SendFailure::Broken => Failure::Broken,
+            SendFailure::Closed => Failure::Closed,
+        }
+    }
+}
+
+/// What the client gets when `target` gave no answer within `target_timeout`.
+fn timed_out(target: &Target, timeout: crate::config::Duration) -> Response<ProxyBody> {
+    let reason = format!("target {} did not answer within target_timeout ({timeout})", target.address);
+    answer(StatusCode::GATEWAY_TIMEOUT, &reason)
+}
+
+/// What the client gets when `target` gave no response; marks it down when the failure is
+/// the target's.
+fn failed(target: &Target, failure: Failure) -> Response<ProxyBody> {
+    let reason = match failure {
+        Failure::Connect => {
+            // A passive check: the target is down now, not at its next active check.
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            format!("cannot connect to target {}", target.address)
+        }
+        Failure::Broken => {
+            target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
+            format!("target {} closed the connection or sent a broken response", target.address)
+        }
+        // The target only closed a kept-alive connection: no mark.
+        Failure::Closed => format!("target {} closed a kept-alive connection as the request went out", target.address),
+        // The target is up, and said so: no mark.
+        Failure::Refused => format!("target {} refused the request unprocessed", target.address),
+        // One stream, not the target: no mark (a client's odd request could cause it).
+        Failure::Reset => format!("target {} reset the request's stream", target.address),
+    };
+    answer(StatusCode::BAD_GATEWAY, &reason)
 }
 
 fn target_uri(scheme: Scheme, authority: Authority, path: Option<&PathAndQuery>) -> Result<Uri, http::Error> {

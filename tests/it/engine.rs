@@ -321,6 +321,20 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// A chunked `200` whose body is "hello world!!!" (one chunk with an extension) and whose
+/// trailer is `x-checksum: abc`, written in four pieces 30 ms apart; `field` is one more field
+/// of its head.
+fn chunked_in_pieces(field: &str) -> Reply {
+    let head = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n{field}\r\n\r\n5\r\nhel");
+    let pieces = [head.as_bytes(), b"lo\r\n6\r\n world\r\n", b"3;ext=1\r\n!!!\r\n0\r\nx-check", b"sum: abc\r\n\r\n"];
+    let mut steps = Vec::new();
+    for piece in pieces {
+        steps.push(Piece::Bytes(piece.to_vec()));
+        steps.push(Piece::Pause(Duration::from_millis(30)));
+    }
+    Reply::pieces(steps)
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cases.
 
@@ -330,18 +344,7 @@ async fn a_chunked_answer_with_a_trailer_arrives_whole_and_the_connection_carrie
         if req.path() != "/chunked" {
             return Reply::ok("next");
         }
-        let pieces = [
-            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhel"[..],
-            b"lo\r\n6\r\n world\r\n",
-            b"3;ext=1\r\n!!!\r\n0\r\nx-check",
-            b"sum: abc\r\n\r\n",
-        ];
-        let mut steps = Vec::new();
-        for piece in pieces {
-            steps.push(Piece::Bytes(piece.to_vec()));
-            steps.push(Piece::Pause(Duration::from_millis(30)));
-        }
-        Reply::pieces(steps)
+        chunked_in_pieces("Trailer: x-checksum")
     });
     let ballast = target.ballast();
     let mut client = RawClient::connect(ballast.addr("lb")).await;
@@ -818,18 +821,7 @@ async fn http2_clients_get_chunked_answers_decoded_over_pooled_target_connection
         if !req.path().starts_with("/chunked") {
             return Reply::ok(&format!("{} {}", req.method(), req.path()));
         }
-        let pieces = [
-            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Kind: chunks\r\n\r\n5\r\nhel"[..],
-            b"lo\r\n6\r\n world\r\n",
-            b"3;ext=1\r\n!!!\r\n0\r\nx-check",
-            b"sum: abc\r\n\r\n",
-        ];
-        let mut steps = Vec::new();
-        for piece in pieces {
-            steps.push(Piece::Bytes(piece.to_vec()));
-            steps.push(Piece::Pause(Duration::from_millis(30)));
-        }
-        Reply::pieces(steps)
+        chunked_in_pieces("X-Kind: chunks")
     });
     let ballast = target.ballast();
     // hyper's own HTTP/2 client, which shows trailers.
