@@ -85,11 +85,11 @@ pub async fn forward(
     };
     parts.uri = uri;
     let timeout = group.settings.target_timeout;
-    // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
-    // in this task.
     if parts.version == Version::HTTP_2 && !http2 {
         headers::join_cookies(&mut parts.headers);
     }
+    // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
+    // in this task.
     let engine = parts.version == Version::HTTP_2
         && !http2
         && !websocket

@@ -148,7 +148,7 @@ fn read_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<(Response<(
             continue;
         }
         let fields: &[httparse::Header<'_>] = parsed.headers;
-        let (framing, target_close, _) =
+        let (framing, reusable, _) =
             framing_of(version, status, fields, head_method).map_err(|_| SendFailure::Broken)?;
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(status).map_err(|_| SendFailure::Broken)?;
@@ -161,7 +161,6 @@ fn read_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<(Response<(
             headers.append(name, value);
         }
         let _ = buf.split_to(head_len);
-        let reusable = !target_close && framing != Framing::UntilClose;
         return Ok(Some((response, framing, reusable)));
     }
 }

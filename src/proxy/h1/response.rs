@@ -56,7 +56,7 @@ pub fn parse_and_rewrite(
     }
     let fields: &[httparse::Header<'_>] = response.headers;
     let interim = status < 200;
-    let (framing, target_close, chunked) = framing_of(version, status, fields, head_method)?;
+    let (framing, reusable, chunked) = framing_of(version, status, fields, head_method)?;
     let reason = response.reason.unwrap_or("");
     out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
     let has_connection = fields.iter().any(|f| f.name.eq_ignore_ascii_case("connection"));
@@ -78,13 +78,12 @@ pub fn parse_and_rewrite(
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    let reusable = !target_close && framing != Framing::UntilClose;
     Ok(Some(ResponseFacts { head_len, status, framing, reusable, interim }))
 }
 
 /// How the body of a response (HTTP/1.`version`, `status`, `fields`) is framed, whether the
-/// target closes the connection after it, and what a `Transfer-Encoding` said (`Some(true)`:
-/// chunked last).
+/// connection can carry another request after it, and what a `Transfer-Encoding` said
+/// (`Some(true)`: chunked last).
 pub fn framing_of(
     version: u8,
     status: u16,
@@ -125,7 +124,8 @@ pub fn framing_of(
             (None, Some(n)) => Framing::Length(n),
         }
     };
-    Ok((framing, target_close, chunked))
+    let reusable = !target_close && framing != Framing::UntilClose;
+    Ok((framing, reusable, chunked))
 }
 
 #[cfg(test)]
