@@ -43,7 +43,8 @@ BACKENDS = [18081, 18082, 18083]
 SINK = 18095
 QUICK = "--quick" in sys.argv
 DURATION = 3 if QUICK else 5
-ROUNDS = 1 if QUICK else 3
+# BENCH_ROUNDS=6 runs more rounds (medians tighten; a run takes longer).
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 1 if QUICK else 3))
 # 10,000, unless the open-file limit (which every proxy needs about two of per connection)
 # cannot allow it.
 _HARD_FDS = __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)[1]
@@ -538,6 +539,14 @@ def ratio(a, b):
     return None if a is None or not b else a / b
 
 
+def paired(ours, theirs, field):
+    """The median over rounds of `ours`/`theirs` within each round: the two ran a minute apart at
+    most, so the machine's drift (up to a fifth within a minute here) mostly cancels."""
+    ratios = [ratio(a.get(field), b.get(field)) for a, b in zip(ours or [], theirs or [])]
+    ratios = [r for r in ratios if r is not None]
+    return statistics.median(ratios) if ratios else None
+
+
 def report(results):
     lines = [
         f"Machine: {CORES} cores; {time.strftime('%Y-%m-%d')}; rounds: {ROUNDS}; duration {DURATION}s per run.",
@@ -550,8 +559,9 @@ def report(results):
         lines += [
             f"### {threads} worker thread{'s' if threads > 1 else ''}",
             "",
-            "| workload | proxy | rps | p50 | p99 | peak MiB | rps vs HAProxy | rps vs NGINX | p99 vs HAProxy |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| workload | proxy | rps | p50 | p99 | peak MiB | rps vs HAProxy | rps vs NGINX | p99 vs HAProxy "
+            "| rps vs HAProxy, per round | p99 vs HAProxy, per round |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for key_, label, _ in WORKLOADS:
             med = {}
@@ -565,10 +575,12 @@ def report(results):
                          fmt(m["p99"], 2), fmt((m["peak_kib"] or 0) / 1024) if m["peak_kib"] else "-"]
                 if name == "ballast":
                     h, n = med.get("haproxy", {}), med.get("nginx", {})
+                    ours, theirs = results.get((threads, key_, "ballast")), results.get((threads, key_, "haproxy"))
                     cells += [fmt(ratio(m["rps"], h.get("rps")), 2), fmt(ratio(m["rps"], n.get("rps")), 2),
-                              fmt(ratio(m["p99"], h.get("p99")), 2)]
+                              fmt(ratio(m["p99"], h.get("p99")), 2), fmt(paired(ours, theirs, "rps"), 2),
+                              fmt(paired(ours, theirs, "p99"), 2)]
                 else:
-                    cells += ["", "", ""]
+                    cells += ["", "", "", "", ""]
                 lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     return lines
