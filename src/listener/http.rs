@@ -16,6 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::counted_io::CountedIo;
 use super::dispatch;
+use super::gather::Gathered;
 use crate::guard::connection_limits::Permit;
 use crate::guard::http1_stream::{Decisions, GuardSettings, GuardedIo};
 use crate::l4::prefixed::{read_proxy_header, Prefixed};
@@ -265,5 +266,6 @@ where
     builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
     builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     // Errors here are a client going away or speaking nonsense; the connection just ends.
-    let _ = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await;
+    // Only HTTP/2 comes here: its answers go out gathered (see `gather`).
+    let _ = builder.serve_connection_with_upgrades(TokioIo::new(Gathered::new(stream)), service).await;
 }

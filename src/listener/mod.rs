@@ -3,6 +3,7 @@
 mod accept;
 mod counted_io;
 mod dispatch;
+mod gather;
 pub mod http;
 mod http1;
 pub mod spread;

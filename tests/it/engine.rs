@@ -946,3 +946,57 @@ async fn an_http2_clients_cookies_reach_an_http1_target_as_one_field() {
         assert_eq!(last.header_values("cookie"), ["a=1; b=2"], "{method}: {}", last.head);
     }
 }
+
+#[tokio::test]
+async fn an_http2_answer_reaches_the_client_piece_by_piece() {
+    let target = ScriptedTarget::start(|req| match req.path() {
+        "/stream" => Reply::pieces(vec![
+            Piece::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst".to_vec()),
+            Piece::WaitRelease,
+            Piece::Bytes(b"later".to_vec()),
+        ]),
+        path => Reply::ok(path),
+    });
+    let ballast = target.ballast();
+    let tcp = TcpStream::connect(ballast.addr("lb")).await.expect("connects");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    let uri = format!("http://{}/stream", ballast.addr("lb"));
+    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
+    let resp = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut body = resp.into_body();
+    // The target holds the rest back until released (or 5 s): the first piece must not wait
+    // for it in the balancer.
+    let first = tokio::time::timeout(Duration::from_secs(2), http_body_util::BodyExt::frame(&mut body))
+        .await
+        .expect("the first piece arrives while the target holds the rest")
+        .expect("a frame")
+        .expect("not an error");
+    assert_eq!(text(&first.into_data().expect("data")), "first");
+    target.release();
+    let rest = tokio::time::timeout(WAIT, http_body_util::BodyExt::collect(body)).await.expect("in time");
+    assert_eq!(text(&rest.expect("the rest").to_bytes()), "later");
+}
+
+#[tokio::test]
+async fn many_http2_streams_at_once_each_get_their_own_answer() {
+    let target = ScriptedTarget::start(|req| Reply::ok(&format!("{} {}", req.method(), req.path())));
+    let ballast = target.ballast();
+    let client = crate::common::h2c_client();
+    let asked = (0..200).map(|i| {
+        let request = client.get(format!("{}/n/{i}", ballast.url("lb")));
+        async move {
+            let resp = request.send().await.expect("an h2c answer");
+            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+            resp.text().await.expect("a whole body")
+        }
+    });
+    let answers = tokio::time::timeout(WAIT, futures_util::future::join_all(asked)).await.expect("in time");
+    for (i, answer) in answers.iter().enumerate() {
+        assert_eq!(answer, &format!("GET /n/{i}"));
+    }
+}
