@@ -106,9 +106,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Gathered<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Gathered<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Gathered<S> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let (before, room) = (buf.filled().len(), buf.remaining() > 0);
+        let read = ready!(Pin::new(&mut this.inner).poll_read(cx, buf));
+        let ended = read.is_err() || (room && buf.filled().len() == before);
+        if ended && this.sent < this.pending.len() {
+            // The client's end (or a failed read): h2 closes without another flush, so what
+            // is held goes now, as far as the socket takes it.
+            let _ = this.poll_drain(cx);
+            let _ = Pin::new(&mut this.inner).poll_flush(cx);
+        }
+        Poll::Ready(read)
     }
 }
 
@@ -173,6 +183,17 @@ mod tests {
         assert_eq!(seen.len(), 5 + big.len(), "what was held went first, then the large write");
         assert_eq!(&seen[..5], b"first");
         assert!(seen[5..].iter().all(|&b| b == 7));
+    }
+
+    #[tokio::test]
+    async fn the_clients_end_sends_what_was_held() {
+        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
+        let mut gathered = Gathered::new(ours);
+        gathered.write_all(b"last answer").await.unwrap();
+        peer.shutdown().await.unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(gathered.read(&mut buf).await.unwrap(), 0, "the client's end");
+        assert_eq!(readable_now(&mut peer).await.as_deref(), Some(&b"last answer"[..]));
     }
 
     #[tokio::test]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -215,7 +214,7 @@ where
     let Some(mut io) = session.io.take() else { return false };
     let conn = &session.conn;
     if io.is_http2_preface() {
-        // h2c with prior knowledge: the guard lets it through, hyper's auto builder serves it.
+        // h2c with prior knowledge: the guard lets it through, hyper's HTTP/2 server serves it.
         let decisions = io.decisions();
         serve_connection(io, conn, Some(decisions)).await;
         return false;
@@ -260,12 +259,11 @@ where
 {
     let max_header_bytes = conn.max_header_bytes;
     let service = service(conn, decisions);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The guard times heads, bodies and idleness itself (hyper's own header timer would also
-    // cut idle keep-alive connections): hyper's is off.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).half_close(true);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
+    // HTTP/2 only, whatever the first bytes say: HTTP/1 is served through the guard, and a
+    // client that chose h2 by ALPN (or sent the h2c preface) must not get around it.
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder.timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
     // Errors here are a client going away or speaking nonsense; the connection just ends.
-    // Only HTTP/2 comes here: its answers go out gathered (see `gather`).
-    let _ = builder.serve_connection_with_upgrades(TokioIo::new(Gathered::new(stream)), service).await;
+    // Answers go out gathered (see `gather`).
+    let _ = builder.serve_connection(TokioIo::new(Gathered::new(stream)), service).await;
 }

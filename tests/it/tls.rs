@@ -108,3 +108,54 @@ async fn https_requests_reach_the_target_over_h2_and_http11() {
     assert_eq!(resp.version(), reqwest::Version::HTTP_11);
     assert_eq!(resp.text().await.unwrap(), "app");
 }
+
+#[tokio::test]
+async fn http2_over_tls_carries_large_and_many_answers_at_once() {
+    let site = site().await;
+    let addr = site.ballast.addr("tls");
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(site.ca.client_config(&[b"h2"]))
+        .resolve("alpha.test", addr)
+        .build()
+        .unwrap();
+    let base = format!("https://alpha.test:{}", addr.port());
+    let large = (0..4).map(|_| {
+        let request = client.get(format!("{base}/download/1048576"));
+        async move {
+            let resp = request.send().await.expect("an answer");
+            assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+            resp.bytes().await.expect("a whole body")
+        }
+    });
+    let small = (0..100).map(|i| {
+        let request = client.get(format!("{base}/small/{i}"));
+        async move { request.send().await.expect("an answer").text().await.expect("a whole body") }
+    });
+    let both = futures_util::future::join(futures_util::future::join_all(large), futures_util::future::join_all(small));
+    let (large, small) = tokio::time::timeout(std::time::Duration::from_secs(20), both).await.expect("in time");
+    for body in large {
+        assert_eq!(body.len(), 1 << 20);
+        assert!(body.iter().all(|&b| b == b'x'), "the body as the target sent it");
+    }
+    assert!(small.iter().all(|body| body == "app"), "{small:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_chose_h2_cannot_send_http11_around_the_guard() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let site = site().await;
+    let tcp = TcpStream::connect(site.ballast.addr("tls")).await.unwrap();
+    let mut tls = TlsConnector::from(Arc::new(site.ca.client_config(&[b"h2"])))
+        .connect(ServerName::try_from("alpha.test".to_string()).unwrap(), tcp)
+        .await
+        .expect("handshake");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    // An HTTP/1.1 request the guard would refuse (two lengths), on a connection that chose h2.
+    let smuggling = "GET /around HTTP/1.1\r\nHost: alpha.test\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\n";
+    tls.write_all(smuggling.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), tls.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the connection ends");
+    assert!(!answer.starts_with(b"HTTP/1"), "no HTTP/1 answer: {:?}", String::from_utf8_lossy(&answer));
+    assert!(site._backend.seen().iter().all(|s| !s.uri.contains("around")), "the request never reached the target");
+}
