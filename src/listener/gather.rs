@@ -132,6 +132,12 @@ mod tests {
 
     use super::*;
 
+    /// A gathered stream and the client's end of it.
+    fn pair() -> (Gathered<DuplexStream>, DuplexStream) {
+        let (ours, peer) = tokio::io::duplex(4 * GATHER_LIMIT);
+        (Gathered::new(ours), peer)
+    }
+
     /// Whether the peer has bytes to read right now.
     async fn readable_now(peer: &mut DuplexStream) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 2 * GATHER_LIMIT];
@@ -143,8 +149,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_wait_for_the_flush_and_then_go_out_together() {
-        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
-        let mut gathered = Gathered::new(ours);
+        let (mut gathered, mut peer) = pair();
         gathered.write_all(b"HEADERS ").await.unwrap();
         gathered.write_all(b"DATA").await.unwrap();
         assert_eq!(readable_now(&mut peer).await, None, "nothing goes out before the flush");
@@ -155,8 +160,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn a_flush_lets_the_tasks_already_ready_run_first() {
-        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
-        let mut gathered = Gathered::new(ours);
+        let (mut gathered, mut peer) = pair();
         let ran = Arc::new(AtomicBool::new(false));
         let other = tokio::spawn({
             let ran = Arc::clone(&ran);
@@ -171,8 +175,7 @@ mod tests {
 
     #[tokio::test]
     async fn more_than_the_limit_goes_out_without_a_flush() {
-        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
-        let mut gathered = Gathered::new(ours);
+        let (mut gathered, mut peer) = pair();
         gathered.write_all(b"first").await.unwrap();
         let big = vec![7u8; GATHER_LIMIT + 1];
         gathered.write_all(&big).await.unwrap();
@@ -187,8 +190,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_clients_end_sends_what_was_held() {
-        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
-        let mut gathered = Gathered::new(ours);
+        let (mut gathered, mut peer) = pair();
         gathered.write_all(b"last answer").await.unwrap();
         peer.shutdown().await.unwrap();
         let mut buf = [0u8; 16];
@@ -198,8 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_sends_what_was_held_then_the_end() {
-        let (ours, mut peer) = tokio::io::duplex(4 * GATHER_LIMIT);
-        let mut gathered = Gathered::new(ours);
+        let (mut gathered, mut peer) = pair();
         gathered.write_all(b"GOAWAY").await.unwrap();
         gathered.shutdown().await.unwrap();
         let mut all = Vec::new();

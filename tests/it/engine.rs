@@ -815,6 +815,27 @@ async fn h2_get(client: &reqwest::Client, ballast: &Ballast, path: &str) -> (u16
     (status, resp.text().await.expect("a whole body"))
 }
 
+/// hyper's own HTTP/2 client (which shows trailers and each frame) on an h2c connection to
+/// listener `lb`.
+async fn h2c_sender(ballast: &Ballast) -> H2Sender {
+    let tcp = TcpStream::connect(ballast.addr("lb")).await.expect("connects");
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("an h2c handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>>;
+
+/// GETs `path` (query included) from listener `lb` on `sender`: the answer, its body to come.
+async fn h2c_send(sender: &mut H2Sender, ballast: &Ballast, path: &str) -> hyper::Response<hyper::body::Incoming> {
+    let uri = format!("http://{}{path}", ballast.addr("lb"));
+    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
+    tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer")
+}
+
 #[tokio::test]
 async fn http2_clients_get_chunked_answers_decoded_over_pooled_target_connections() {
     let target = ScriptedTarget::start(|req| {
@@ -824,16 +845,8 @@ async fn http2_clients_get_chunked_answers_decoded_over_pooled_target_connection
         chunked_in_pieces("X-Kind: chunks")
     });
     let ballast = target.ballast();
-    // hyper's own HTTP/2 client, which shows trailers.
-    let tcp = TcpStream::connect(ballast.addr("lb")).await.expect("connects");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("an h2c handshake");
-    tokio::spawn(connection);
-    let uri = format!("http://{}/chunked?x=1", ballast.addr("lb"));
-    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
-    let resp = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    let mut sender = h2c_sender(&ballast).await;
+    let resp = h2c_send(&mut sender, &ballast, "/chunked?x=1").await;
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(resp.headers()["x-kind"], "chunks");
     assert!(resp.headers().get("transfer-encoding").is_none(), "HTTP/2 has no chunked coding");
@@ -841,9 +854,7 @@ async fn http2_clients_get_chunked_answers_decoded_over_pooled_target_connection
     let trailers = body.trailers().cloned().expect("the trailer fields");
     assert_eq!(trailers["x-checksum"], "abc");
     assert_eq!(text(&body.to_bytes()), "hello world!!!", "the chunks are decoded");
-    let uri = format!("http://{}/next", ballast.addr("lb"));
-    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
-    let next = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    let next = h2c_send(&mut sender, &ballast, "/next").await;
     let next = http_body_util::BodyExt::collect(next.into_body()).await.expect("a whole body").to_bytes();
     assert_eq!(text(&next), "GET /next");
     // (Target connections are pooled per worker: the same client connection finds its own.)
@@ -958,15 +969,8 @@ async fn an_http2_answer_reaches_the_client_piece_by_piece() {
         path => Reply::ok(path),
     });
     let ballast = target.ballast();
-    let tcp = TcpStream::connect(ballast.addr("lb")).await.expect("connects");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("an h2c handshake");
-    tokio::spawn(connection);
-    let uri = format!("http://{}/stream", ballast.addr("lb"));
-    let request = hyper::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("a request");
-    let resp = tokio::time::timeout(WAIT, sender.send_request(request)).await.expect("in time").expect("an answer");
+    let mut sender = h2c_sender(&ballast).await;
+    let resp = h2c_send(&mut sender, &ballast, "/stream").await;
     assert_eq!(resp.status().as_u16(), 200);
     let mut body = resp.into_body();
     // The target holds the rest back until released (or 5 s): the first piece must not wait
