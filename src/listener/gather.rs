@@ -13,6 +13,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The most held back: more goes out at once.
 const GATHER_LIMIT: usize = 64 * 1024;
 
+/// Room taken for a batch at its first write: a few answers' worth, so that gathering them
+/// does not grow the buffer step by step.
+const BATCH_ROOM: usize = 4 * 1024;
+
 /// A client stream whose writes wait for a flush, and whose flush waits for one turn of the
 /// worker's other ready tasks.
 pub struct Gathered<S> {
@@ -52,7 +56,13 @@ impl<S: AsyncWrite + Unpin> Gathered<S> {
         if self.pending.len() + len > GATHER_LIMIT {
             ready!(self.poll_drain(cx))?;
         }
-        Poll::Ready(Ok(len <= GATHER_LIMIT))
+        if len > GATHER_LIMIT {
+            return Poll::Ready(Ok(false));
+        }
+        if self.pending.capacity() == 0 {
+            self.pending.reserve(len.max(BATCH_ROOM));
+        }
+        Poll::Ready(Ok(true))
     }
 }
 

@@ -97,7 +97,7 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
     Some(Opened::Tls(Box::pin(async move {
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
-            serve_connection(stream, &conn, None).await;
+            serve_http2(stream, &conn).await;
         } else {
             let io = GuardedIo::new(stream, guard, Decisions::default());
             serve_guarded(Box::new(Session { io: Some(io), conn })).await;
@@ -214,9 +214,9 @@ where
     let Some(mut io) = session.io.take() else { return false };
     let conn = &session.conn;
     if io.is_http2_preface() {
-        // h2c with prior knowledge: the guard lets it through, hyper's HTTP/2 server serves it.
-        let decisions = io.decisions();
-        serve_connection(io, conn, Some(decisions)).await;
+        // h2c with prior knowledge: the guard lets it through (no HTTP/1 head came before it,
+        // so it has no decisions), hyper's HTTP/2 server serves it.
+        serve_http2(io, conn).await;
         return false;
     }
     let read = match super::http1::serve(&mut io, &conn.state, &conn.name, conn.client).await {
@@ -253,12 +253,13 @@ where
     (io.is_parked() && unread.is_empty() && parts.read_buf.is_empty()).then_some(io)
 }
 
-async fn serve_connection<S>(stream: S, conn: &Conn, decisions: Option<Decisions>)
+/// Serves an HTTP/2 connection (ALPN `h2`, or the h2c preface) until it ends.
+async fn serve_http2<S>(stream: S, conn: &Conn)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let max_header_bytes = conn.max_header_bytes;
-    let service = service(conn, decisions);
+    let service = service(conn, None);
     // HTTP/2 only, whatever the first bytes say: HTTP/1 is served through the guard, and a
     // client that chose h2 by ALPN (or sent the h2c preface) must not get around it.
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
