@@ -11,6 +11,7 @@ use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{self, Action, Config, ListenerProtocol};
 use crate::guard::connection_limits::ConnectionLimits;
+use crate::guard::http1_stream::GuardSettings;
 use crate::guard::ip_rules::IpRules;
 use crate::guard::rate_limit::RateLimit;
 use crate::guard::state::GuardState;
@@ -76,6 +77,8 @@ pub struct ListenerPlan {
     pub proxy_protocol: bool,
     /// How long a connection or flow may stay silent.
     pub idle_timeout: std::time::Duration,
+    /// What the HTTP/1 guard applies, shared by the listener's connections.
+    pub guard: Arc<GuardSettings>,
 }
 
 impl Snapshot {
@@ -147,6 +150,17 @@ impl Snapshot {
             } else {
                 None
             };
+            let desync_classes = metrics.desync_counters(&l.name);
+            let head_guard = Arc::new(GuardSettings {
+                mode: l.desync_mitigation,
+                max_header_bytes: l.limits.max_header_bytes,
+                max_uri_bytes: l.limits.max_uri_bytes,
+                max_body_bytes: l.limits.max_body_bytes,
+                header_timeout: l.limits.header_timeout.get(),
+                body_timeout: l.limits.body_timeout.get(),
+                idle_timeout: l.idle_timeout().get(),
+                classes: desync_classes.clone(),
+            });
             listeners.push(ListenerPlan {
                 name: l.name.clone(),
                 protocol: l.protocol,
@@ -169,11 +183,12 @@ impl Snapshot {
                 desync_mitigation: l.desync_mitigation,
                 proxy_protocol: l.proxy_protocol,
                 idle_timeout: l.idle_timeout().get(),
+                guard: head_guard,
                 metrics: ListenerMetrics {
                     active_connections: metrics.active_connections.get_or_create(&listener_label(&l.name)).clone(),
                     new_connections: metrics.new_connections.get_or_create(&listener_label(&l.name)).clone(),
                     processed_bytes: metrics.processed_bytes.get_or_create(&listener_label(&l.name)).clone(),
-                    desync_classes: metrics.desync_counters(&l.name),
+                    desync_classes,
                     requests_by_group: target_groups
                         .iter()
                         .map(|g| forwards_to(l, &g.name).then(|| metrics.request_counters(&l.name, &g.name)))

@@ -31,8 +31,41 @@ pub enum Decision {
     Reject { status: u16, reason: &'static str },
 }
 
-/// The decisions of one connection, in request order (HTTP/1.1 answers in order).
+/// The decisions of one connection, in request order (HTTP/1.1 answers in order), shared
+/// with hyper's service while hyper serves the connection.
 pub type Decisions = Arc<Mutex<VecDeque<Decision>>>;
+
+/// The decisions of one connection, in request order, while ballast's engine serves it: one
+/// request at a time takes no allocation, and an idle connection holds none.
+#[derive(Debug, Default)]
+pub struct OwnDecisions {
+    /// The decision on the next request; `None` only when `later` is empty too.
+    next: Option<Decision>,
+    /// Decisions on pipelined requests after it.
+    later: VecDeque<Decision>,
+}
+
+impl OwnDecisions {
+    /// The decision on the next request, if its head has been read.
+    pub fn front(&self) -> Option<&Decision> {
+        self.next.as_ref()
+    }
+
+    /// Takes the decision on the next request.
+    pub fn pop_front(&mut self) -> Option<Decision> {
+        let next = self.next.take();
+        self.next = self.later.pop_front();
+        next
+    }
+
+    fn push_back(&mut self, decision: Decision) {
+        if self.next.is_none() {
+            self.next = Some(decision);
+        } else {
+            self.later.push_back(decision);
+        }
+    }
+}
 
 /// A well-formed head that stands in for a refused request, so hyper calls the service,
 /// which answers with the refusal.
@@ -74,7 +107,9 @@ enum Phase {
 pub struct GuardedIo<S> {
     inner: S,
     settings: Arc<GuardSettings>,
-    decisions: Decisions,
+    decisions: OwnDecisions,
+    /// Where decisions go instead while hyper serves the connection.
+    shared: Option<Decisions>,
     phase: Phase,
     /// Read from the client, not yet handled.
     raw: Vec<u8>,
@@ -103,12 +138,13 @@ const PARK_AFTER: Duration = Duration::from_millis(1500);
 const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 impl<S> GuardedIo<S> {
-    /// Guards `inner`; decisions for the service go to `decisions`.
-    pub fn new(inner: S, settings: Arc<GuardSettings>, decisions: Decisions) -> Self {
+    /// Guards `inner` with the listener's `settings`.
+    pub fn new(inner: S, settings: Arc<GuardSettings>) -> Self {
         GuardedIo {
             inner,
             settings,
-            decisions,
+            decisions: OwnDecisions::default(),
+            shared: None,
             phase: Phase::Head,
             raw: Vec::new(),
             out: Vec::new(),
@@ -123,9 +159,43 @@ impl<S> GuardedIo<S> {
         }
     }
 
-    /// The queue the service reads this connection's decisions from.
-    pub fn decisions(&self) -> Decisions {
-        Arc::clone(&self.decisions)
+    /// The queue hyper's service reads this connection's decisions from, from now on; the
+    /// decisions not taken yet move there.
+    pub fn share_decisions(&mut self) -> Decisions {
+        let shared = self.shared.get_or_insert_with(Decisions::default);
+        let mut queue = shared.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(decision) = self.decisions.pop_front() {
+            queue.push_back(decision);
+        }
+        drop(queue);
+        Arc::clone(shared)
+    }
+
+    /// The decisions for ballast's engine to read and take; those left in hyper's queue come
+    /// back first.
+    pub fn own_decisions(&mut self) -> &mut OwnDecisions {
+        if let Some(shared) = self.shared.take() {
+            let mut queue = shared.lock().unwrap_or_else(|p| p.into_inner());
+            while let Some(decision) = queue.pop_front() {
+                self.decisions.push_back(decision);
+            }
+        }
+        &mut self.decisions
+    }
+
+    /// Lets go of the buffers of requests already passed on: a connection waiting for its
+    /// next request holds none (they grow to the size of a head, often a kilobyte or more).
+    pub fn release_buffers(&mut self) {
+        if self.raw.is_empty() {
+            self.raw = Vec::new();
+        }
+        if self.out_pos >= self.out.len() {
+            self.out = Vec::new();
+            self.out_pos = 0;
+        }
+        if self.decisions.later.is_empty() {
+            self.decisions.later = VecDeque::new();
+        }
     }
 
     /// Whether the connection was handed back out of hyper to wait, idle, for its next request.
@@ -187,7 +257,10 @@ impl<S> GuardedIo<S> {
     }
 
     fn decide(&mut self, decision: Decision) {
-        self.decisions.lock().unwrap_or_else(|p| p.into_inner()).push_back(decision);
+        match &self.shared {
+            Some(shared) => shared.lock().unwrap_or_else(|p| p.into_inner()).push_back(decision),
+            None => self.decisions.push_back(decision),
+        }
     }
 
     fn refuse(&mut self, status: u16, reason: &'static str) {
@@ -456,5 +529,63 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GuardedIo<S> {
             return Pin::new(&mut this.inner).poll_flush(cx);
         }
         Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_decisions_come_out_in_request_order() {
+        let mut own = OwnDecisions::default();
+        assert_eq!(own.pop_front(), None);
+        own.push_back(Decision::Forward { close: false });
+        own.push_back(Decision::Reject { status: 400, reason: "first" });
+        own.push_back(Decision::Forward { close: true });
+        assert_eq!(own.front(), Some(&Decision::Forward { close: false }));
+        assert_eq!(own.pop_front(), Some(Decision::Forward { close: false }));
+        own.push_back(Decision::Reject { status: 431, reason: "last" });
+        assert_eq!(own.pop_front(), Some(Decision::Reject { status: 400, reason: "first" }));
+        assert_eq!(own.pop_front(), Some(Decision::Forward { close: true }));
+        assert_eq!(own.pop_front(), Some(Decision::Reject { status: 431, reason: "last" }));
+        assert_eq!(own.front(), None);
+    }
+
+    fn settings() -> Arc<GuardSettings> {
+        let second = Duration::from_secs(5);
+        Arc::new(GuardSettings {
+            mode: DesyncMitigation::Defensive,
+            max_header_bytes: 8192,
+            max_uri_bytes: 4096,
+            max_body_bytes: 0,
+            header_timeout: second,
+            body_timeout: second,
+            idle_timeout: second,
+            classes: Default::default(),
+        })
+    }
+
+    #[tokio::test]
+    async fn decisions_made_while_hyper_serves_come_back_in_order() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut io = GuardedIo::new(server, settings());
+        let mut passed = [0u8; 1024];
+        client.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(io.read(&mut passed).await.unwrap() > 0);
+        let shared = io.share_decisions();
+        // A head with two lengths, read while hyper has the connection.
+        client
+            .write_all(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(io.read(&mut passed).await.unwrap() > 0);
+        assert_eq!(shared.lock().unwrap().len(), 2, "both decisions in hyper's queue");
+        let own = io.own_decisions();
+        assert_eq!(own.pop_front(), Some(Decision::Forward { close: false }));
+        assert!(matches!(own.pop_front(), Some(Decision::Reject { status: 400, .. })));
+        assert_eq!(own.pop_front(), None);
+        assert!(shared.lock().unwrap().is_empty());
     }
 }

@@ -17,11 +17,10 @@ use super::counted_io::CountedIo;
 use super::dispatch;
 use super::gather::Gathered;
 use crate::guard::connection_limits::Permit;
-use crate::guard::http1_stream::{Decisions, GuardSettings, GuardedIo};
+use crate::guard::http1_stream::{Decisions, GuardedIo};
 use crate::l4::prefixed::{read_proxy_header, Prefixed};
 use crate::metrics::GaugeGuard;
 use crate::proxy::Client;
-use crate::snapshot::ListenerPlan;
 use crate::state::State;
 
 /// Accepts connections for the listener `name` until the process ends.
@@ -63,7 +62,7 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
     listener.metrics.new_connections.inc();
     let open = GaugeGuard::inc(listener.metrics.active_connections.clone());
     let header_timeout = listener.limits.header_timeout.get();
-    let guard = Arc::new(guard_settings(listener));
+    let guard = Arc::clone(&listener.guard);
     let max_header_bytes = listener.limits.max_header_bytes;
     let tls = listener.tls.clone();
     let expect_proxy_header = listener.proxy_protocol;
@@ -86,7 +85,7 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
     let client = Client { peer, protocol, listener_port: local_port };
     let conn = Conn { state, name, client, max_header_bytes, _admitted: (permit, open) };
     let Some(tls) = tls else {
-        let io = GuardedIo::new(tcp, guard, Decisions::default());
+        let io = GuardedIo::new(tcp, guard);
         return Some(Opened::Plain(Box::new(Session { io: Some(io), conn })));
     };
     let accepted = tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(tcp)).await;
@@ -99,7 +98,7 @@ async fn open(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, name: Arc<str
             // HTTP/2 frames its messages itself: no request-smuggling framing to guard.
             serve_http2(stream, &conn).await;
         } else {
-            let io = GuardedIo::new(stream, guard, Decisions::default());
+            let io = GuardedIo::new(stream, guard);
             serve_guarded(Box::new(Session { io: Some(io), conn })).await;
         }
     })))
@@ -114,21 +113,6 @@ struct Conn {
     /// Held while the connection lives: its place under the connection limits, and its
     /// count among the listener's active connections.
     _admitted: (Permit, GaugeGuard),
-}
-
-/// The guard's settings for a listener.
-fn guard_settings(listener: &ListenerPlan) -> GuardSettings {
-    let limits = &listener.limits;
-    GuardSettings {
-        mode: listener.desync_mitigation,
-        max_header_bytes: limits.max_header_bytes,
-        max_uri_bytes: limits.max_uri_bytes,
-        max_body_bytes: limits.max_body_bytes,
-        header_timeout: limits.header_timeout.get(),
-        body_timeout: limits.body_timeout.get(),
-        idle_timeout: listener.idle_timeout,
-        classes: listener.metrics.desync_classes.clone(),
-    }
 }
 
 /// The hyper service of one client connection.
@@ -227,9 +211,13 @@ where
         }
         super::http1::Outcome::Hyper(read) => read,
     };
-    let service = service(conn, Some(io.decisions()));
+    let service = service(conn, Some(io.share_decisions()));
     session.io = serve_in_hyper(io, read, service).await;
-    session.io.is_some()
+    let Some(io) = session.io.as_mut() else { return false };
+    // Parked: its next request goes to the engine first, with the decisions back.
+    io.own_decisions();
+    io.release_buffers();
+    true
 }
 
 /// Lets hyper serve the connection, starting with the bytes in `read`, until it ends (`None`)

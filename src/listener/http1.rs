@@ -6,7 +6,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::dispatch::{flow_of, rate_limited, strip_port, RATE_LIMITED};
 use crate::config::{ProtocolVersion, TargetProtocol};
-use crate::guard::http1_stream::{Decision, Decisions, GuardedIo};
+use crate::guard::http1_stream::{Decision, GuardedIo, OwnDecisions};
 use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
 use crate::proxy::h1::{self, own_answer, request, Ended, RequestFacts, MAX_FIELDS};
@@ -50,12 +50,12 @@ pub async fn serve<S>(io: &mut GuardedIo<S>, state: &State, name: &str, client: 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let decisions = io.decisions();
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     loop {
         if buf.is_empty() && !io.has_buffered() {
             // Between requests the connection holds no buffer, and no engine state.
+            io.release_buffers();
             return Outcome::Idle;
         }
         let snapshot = state.snapshot();
@@ -63,7 +63,7 @@ where
         let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
         let step = loop {
             out.clear();
-            match prepare(state, &snapshot, listener, client, &buf, &decisions, &mut out) {
+            match prepare(state, &snapshot, listener, client, &buf, io.own_decisions(), &mut out) {
                 Step::NeedMore => {}
                 step => break step,
             }
@@ -135,7 +135,7 @@ fn prepare<'s>(
     listener: &ListenerPlan,
     client: Client,
     buf: &[u8],
-    decisions: &Decisions,
+    decisions: &mut OwnDecisions,
     out: &mut Vec<u8>,
 ) -> Step<'s> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
@@ -144,7 +144,6 @@ fn prepare<'s>(
         Ok(None) if buf.len() < listener.limits.max_header_bytes => return Step::NeedMore,
         Ok(None) | Err(_) => return Step::Hyper,
     };
-    let mut decisions = decisions.lock().unwrap_or_else(|p| p.into_inner());
     if decisions.front() != Some(&Decision::Forward { close: false }) {
         return Step::Hyper;
     }
@@ -173,7 +172,6 @@ fn prepare<'s>(
     }
     // The engine keeps this request.
     decisions.pop_front();
-    drop(decisions);
     let facts = head.facts;
     // A body not read yet is not waited for after the balancer's own answer.
     let close = facts.close || facts.body_len > 0;

@@ -317,6 +317,44 @@ async fn a_slow_target_answers_504_after_target_timeout() {
 }
 
 #[tokio::test]
+async fn idle_keep_alive_connections_hold_no_memory_for_the_heads_they_carried() {
+    // Browsers send heads of a kilobyte or more (cookies); a connection waiting for its next
+    // request keeps nothing of the last one.
+    const CONNECTIONS: usize = 300;
+    const HEAD_FILL: usize = 16 * 1024;
+    let backend = Backend::start("b").await;
+    let ballast = Ballast::start(&one_group(&backend.target(), ""));
+    let request = format!("GET / HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n", "c".repeat(HEAD_FILL));
+    // One connection first, so that what every process allocates once is in the baseline.
+    let mut held = vec![keep_alive_after_one_request(&ballast, &request).await];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = ballast.rss_kib();
+    for _ in 1..CONNECTIONS {
+        held.push(keep_alive_after_one_request(&ballast, &request).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let per_connection = (ballast.rss_kib().saturating_sub(before) * 1024) as usize / (CONNECTIONS - 1);
+    // A head kept by the guard, once read and once passed on, would be twice HEAD_FILL each.
+    assert!(before > 0 && per_connection < 4 * 1024, "{per_connection} bytes held per idle connection");
+    // They are still open and served.
+    let mut tcp = held.pop().expect("connections");
+    tcp.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+}
+
+/// A client connection to `lb` that has sent `request` and read its answer.
+async fn keep_alive_after_one_request(ballast: &Ballast, request: &str) -> TcpStream {
+    let mut tcp = TcpStream::connect(ballast.addr("lb")).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    tcp
+}
+
+#[tokio::test]
 async fn a_keep_alive_connection_that_idled_serves_its_next_request() {
     // After a pause long enough for ballast to park the idle connection (out of hyper, no
     // buffers held), the same connection still carries the next request.
