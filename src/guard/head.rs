@@ -122,10 +122,9 @@ pub fn inspect(raw: &[u8]) -> Verdict {
         grade.note(Class::Severe, "MissingLastEmptyLine", Some(400));
     }
     grade_line_ends(&lines, &mut grade);
-    let texts: Vec<&[u8]> = lines.iter().map(|l| l.text).collect();
-    let (first, rest) = texts.split_first().map_or((&b""[..], &[][..]), |(f, r)| (*f, r));
+    let (first, rest) = lines.split_first().map_or((&b""[..], &[][..]), |(f, r)| (f.text, r));
     let line = request_line::parse(first, &mut grade);
-    let fields = fields::parse(rest, &mut grade);
+    let fields = fields::parse(rest.iter().map(|l| l.text), &mut grade);
     let framing = framing::decide(&fields, &line, &mut grade);
     request_line::check_target(&line, &mut grade);
     let host = host(&fields, &line, &mut grade);

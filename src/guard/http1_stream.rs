@@ -311,10 +311,14 @@ impl<S> GuardedIo<S> {
             }
         }
         self.decide(Decision::Forward { close });
-        self.out.extend_from_slice(&verdict.head);
+        let upgrade = has_field(&verdict.head, b"upgrade");
+        if self.out.is_empty() {
+            self.out = verdict.head;
+        } else {
+            self.out.extend_from_slice(&verdict.head);
+        }
         self.close_after_body = close;
         self.body_seen = 0;
-        let upgrade = has_field(&verdict.head, b"upgrade");
         self.phase = match verdict.framing {
             Framing::None if upgrade && !close => Phase::Tunnel,
             Framing::None | Framing::Length(0) => self.after_body(),

@@ -58,9 +58,9 @@ impl Field<'_> {
 
 /// Parses and grades the field lines (`lines` holds no line ends and stops before the empty
 /// line).
-pub(super) fn parse<'a>(lines: &[&'a [u8]], grade: &mut Grade) -> Vec<Field<'a>> {
+pub(super) fn parse<'a>(lines: impl ExactSizeIterator<Item = &'a [u8]>, grade: &mut Grade) -> Vec<Field<'a>> {
     let mut fields: Vec<Field<'a>> = Vec::with_capacity(lines.len());
-    for &line in lines {
+    for line in lines {
         if line.is_empty() {
             continue;
         }

@@ -3,7 +3,7 @@
 
 use super::fields::Field;
 use super::request_line::RequestLine;
-use super::syntax::{is_ctl, is_tchar, is_uri_char, trim_ows};
+use super::syntax::{is_ctl, is_ows, is_tchar, is_uri_char};
 use super::Framing;
 
 /// The normalized head of a request.
@@ -27,9 +27,13 @@ pub(super) fn head(line: &RequestLine<'_>, fields: &[Field<'_>], framing: Framin
         }
         out.extend_from_slice(field.name);
         out.extend_from_slice(b": ");
-        // RFC 9110 §5.5: CR, LF and NUL may be replaced with SP; other controls are too.
-        let value: Vec<u8> = field.value.iter().map(|&b| if is_ctl(b) && b != b'\t' { b' ' } else { b }).collect();
-        out.extend_from_slice(trim_ows(&value));
+        // RFC 9110 §5.5: CR, LF and NUL may be replaced with SP; other controls are too. The
+        // value is trimmed of white space after that.
+        let shown = |b: u8| if is_ctl(b) && b != b'\t' { b' ' } else { b };
+        let value = &field.value[..];
+        let start = value.iter().position(|&b| !is_ows(shown(b))).unwrap_or(value.len());
+        let end = value.iter().rposition(|&b| !is_ows(shown(b))).map_or(start, |e| e + 1);
+        out.extend(value[start..end].iter().map(|&b| shown(b)));
         out.extend_from_slice(b"\r\n");
     }
     if !framing_written {
@@ -65,7 +69,11 @@ fn request_line(line: &RequestLine<'_>, framing: Framing, out: &mut Vec<u8>) {
 fn framing_field(framing: Framing, out: &mut Vec<u8>) {
     match framing {
         Framing::None => {}
-        Framing::Length(n) => out.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        Framing::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            crate::proxy::h1::push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
         Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
 }

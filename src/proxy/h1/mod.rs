@@ -18,3 +18,31 @@ mod response;
 pub use exchange::{forward, Ended};
 pub use pool::{IdlePool, TargetConnection};
 pub use request::{RequestFacts, MAX_FIELDS};
+
+/// Appends `n` in decimal to `out`: the numbers of a head (status, lengths, ports), written
+/// without the formatting machinery.
+pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn decimals_are_written_whole() {
+        for n in [0, 7, 10, 443, 65_535, 1 << 40, u64::MAX] {
+            let mut out = b"x".to_vec();
+            super::push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
+    }
+}

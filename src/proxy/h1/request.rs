@@ -144,6 +144,9 @@ pub fn named_by_connection(fields: &[httparse::Header<'_>], name: &str) -> bool 
 
 /// Appends to `out` the head the target gets for `head`.
 pub fn write_for_target(out: &mut Vec<u8>, head: &Head<'_, '_>, client: Client) {
+    // Room for the whole head at once: the request's own, and the forwarded fields.
+    let fields: usize = head.fields.iter().map(|f| f.name.len() + f.value.len() + 4).sum();
+    out.reserve(head.method.len() + head.target.len() + fields + 160);
     out.extend_from_slice(head.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(head.target.as_bytes());
@@ -171,9 +174,26 @@ pub fn write_for_target(out: &mut Vec<u8>, head: &Head<'_, '_>, client: Client) 
         out.extend_from_slice(earlier);
         out.extend_from_slice(b", ");
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}\r\nx-forwarded-proto: {}\r\n", client.peer.ip(), client.protocol);
-    let _ = write!(out, "x-forwarded-port: {}\r\n", client.listener_port);
+    match client.peer.ip() {
+        std::net::IpAddr::V4(ip) => {
+            let [a, b, c, d] = ip.octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                super::push_decimal(out, u64::from(octet));
+            }
+        }
+        // Writing to a Vec cannot fail.
+        ip => {
+            let _ = write!(out, "{ip}");
+        }
+    }
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(client.protocol.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-port: ");
+    super::push_decimal(out, u64::from(client.listener_port));
+    out.extend_from_slice(b"\r\n");
     out.extend_from_slice(b"\r\n");
 }
 

@@ -58,7 +58,11 @@ pub fn parse_and_rewrite(
     let interim = status < 200;
     let (framing, reusable, chunked) = framing_of(version, status, fields, head_method)?;
     let reason = response.reason.unwrap_or("");
-    out.extend_from_slice(format!("HTTP/1.1 {status} {reason}\r\n").as_bytes());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    super::push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
     let has_connection = fields.iter().any(|f| f.name.eq_ignore_ascii_case("connection"));
     for field in fields {
         let name = field.name;
