@@ -7,7 +7,6 @@ use rustls::ServerConfig;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 
 use crate::config::{self, Action, Config, ListenerProtocol};
 use crate::guard::connection_limits::ConnectionLimits;
@@ -15,7 +14,7 @@ use crate::guard::http1_stream::GuardSettings;
 use crate::guard::ip_rules::IpRules;
 use crate::guard::rate_limit::RateLimit;
 use crate::guard::state::GuardState;
-use crate::metrics::{GroupLabel, ListenerLabel, Metrics};
+use crate::metrics::{GroupLabel, ListenerLabel, Metrics, WorkerCounter, WorkerHistogram};
 use crate::routing::{ActionPlan, Condition, ForwardPlan, RedirectTemplate, Router};
 use crate::target_group::{TargetGroup, TargetRegistry};
 
@@ -32,7 +31,7 @@ pub struct Snapshot {
 /// Metric handles of one target group.
 #[derive(Debug)]
 pub struct GroupMetrics {
-    pub response_seconds: Histogram,
+    pub response_seconds: WorkerHistogram,
     pub connection_errors: Counter,
 }
 
@@ -40,15 +39,15 @@ pub struct GroupMetrics {
 #[derive(Debug)]
 pub struct ListenerMetrics {
     pub active_connections: Gauge,
-    pub new_connections: Counter,
-    pub processed_bytes: Counter,
+    pub new_connections: WorkerCounter,
+    pub processed_bytes: WorkerCounter,
     /// Requests by desync class: compliant, acceptable, ambiguous, severe.
-    pub desync_classes: [Counter; 4],
+    pub desync_classes: [WorkerCounter; 4],
     /// Requests by status class, per target group (same index as `Snapshot::target_groups`).
     /// `None` for groups the listener never forwards to.
-    pub requests_by_group: Vec<Option<[Counter; 5]>>,
+    pub requests_by_group: Vec<Option<[WorkerCounter; 5]>>,
     /// Requests the listener answered without a target group (redirects, fixed responses).
-    pub requests_answered: [Counter; 5],
+    pub requests_answered: [WorkerCounter; 5],
 }
 
 /// A listener of the snapshot, ready to route.

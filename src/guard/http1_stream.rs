@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
@@ -83,7 +82,7 @@ pub struct GuardSettings {
     pub body_timeout: Duration,
     pub idle_timeout: Duration,
     /// Requests by class: compliant, acceptable, ambiguous, severe.
-    pub classes: [Counter; 4],
+    pub classes: [crate::metrics::WorkerCounter; 4],
 }
 
 enum Phase {

@@ -4,18 +4,18 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use prometheus_client::metrics::counter::Counter;
+use crate::metrics::WorkerCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Wraps a client connection; every byte read or written is added to `bytes`.
 pub struct CountedIo<S> {
     inner: S,
-    bytes: Counter,
+    bytes: WorkerCounter,
 }
 
 impl<S> CountedIo<S> {
     /// Counts the traffic of `inner` into `bytes`.
-    pub fn new(inner: S, bytes: Counter) -> Self {
+    pub fn new(inner: S, bytes: WorkerCounter) -> Self {
         CountedIo { inner, bytes }
     }
 }

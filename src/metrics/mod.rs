@@ -1,14 +1,17 @@
 //! The metric registry every part shares, named as CloudWatch's ELB metrics in Prometheus
-//! conventions. The hot path holds pre-made handles (atomics); only a scrape walks the
-//! registry.
+//! conventions. The hot path holds pre-made handles (atomics, per worker for what each
+//! request counts); only a scrape walks the registry.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+mod per_worker;
+
+pub use per_worker::{WorkerCounter, WorkerHistogram};
 
 /// `{listener}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,25 +52,21 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
-fn response_buckets() -> Histogram {
-    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-}
-
 /// Every metric ballast exports.
 pub struct Metrics {
     registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub target_response_seconds: Family<GroupLabel, Histogram, fn() -> Histogram>,
+    pub requests: Family<RequestLabels, WorkerCounter>,
+    pub target_response_seconds: Family<GroupLabel, WorkerHistogram>,
     pub active_connections: Family<ListenerLabel, Gauge>,
-    pub new_connections: Family<ListenerLabel, Counter>,
-    pub processed_bytes: Family<ListenerLabel, Counter>,
+    pub new_connections: Family<ListenerLabel, WorkerCounter>,
+    pub processed_bytes: Family<ListenerLabel, WorkerCounter>,
     pub healthy_targets: Family<GroupLabel, Gauge>,
     pub unhealthy_targets: Family<GroupLabel, Gauge>,
     pub rejected_requests: Family<RejectLabels, Counter>,
     pub tls_handshake_errors: Counter,
     pub target_connection_errors: Family<GroupLabel, Counter>,
     pub elb_responses: Family<CodeLabel, Counter>,
-    pub desync_requests: Family<ClassLabels, Counter>,
+    pub desync_requests: Family<ClassLabels, WorkerCounter>,
     pub worker_connections: Family<WorkerLabel, Gauge>,
 }
 
@@ -83,7 +82,7 @@ impl Default for Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             requests: Family::default(),
-            target_response_seconds: Family::new_with_constructor(response_buckets),
+            target_response_seconds: Family::default(),
             active_connections: Family::default(),
             new_connections: Family::default(),
             processed_bytes: Family::default(),
@@ -160,7 +159,7 @@ impl Metrics {
     }
 
     /// The request counters of one listener and group, by status class 1xx..5xx.
-    pub fn request_counters(&self, listener: &str, target_group: &str) -> [Counter; 5] {
+    pub fn request_counters(&self, listener: &str, target_group: &str) -> [WorkerCounter; 5] {
         ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|code_class| {
             self.requests
                 .get_or_create(&RequestLabels {
@@ -176,7 +175,7 @@ impl Metrics {
 impl Metrics {
     /// The desync class counters of one listener, in the order compliant, acceptable,
     /// ambiguous, severe.
-    pub fn desync_counters(&self, listener: &str) -> [Counter; 4] {
+    pub fn desync_counters(&self, listener: &str) -> [WorkerCounter; 4] {
         ["compliant", "acceptable", "ambiguous", "severe"].map(|class| {
             self.desync_requests.get_or_create(&ClassLabels { listener: listener.to_string(), class }).clone()
         })
