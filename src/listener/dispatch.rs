@@ -21,8 +21,8 @@ use crate::target_group::{stickiness, PickRequest, TargetGroup};
 pub async fn handle(
     state: &State,
     name: &str,
-    client: Client,
-    mut req: Request<Incoming>,
+    client: &Client,
+    mut req: Box<Request<Incoming>>,
     decision: Option<Decision>,
 ) -> Response<ProxyBody> {
     let snapshot = state.snapshot();
@@ -97,53 +97,56 @@ async fn decide(
     state: &State,
     snapshot: &Snapshot,
     listener: &ListenerPlan,
-    client: Client,
-    req: Request<Incoming>,
+    client: &Client,
+    req: Box<Request<Incoming>>,
 ) -> (Response<ProxyBody>, Option<usize>) {
-    let host_with_port = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
-        .unwrap_or("");
-    let head = RequestHead {
-        method: req.method().as_str(),
-        host: strip_port(host_with_port),
-        path: req.uri().path(),
-        query: req.uri().query().unwrap_or(""),
-        headers: Fields::Map(req.headers()),
-        source_ip: client.peer.ip(),
-        protocol: client.protocol,
-        port: client.listener_port,
-    };
-    let (rule, action) = listener.router.route_rule(&head);
-    if let Some(wait) = rate_limited(state, listener, rule, client) {
-        let mut response = answer(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED);
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
-        return (response, None);
-    }
-    let plan = match action {
-        ActionPlan::FixedResponse { status, body, content_type } => {
-            let mut response =
-                own(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK), ProxyBody::full(body.clone()));
-            if let Ok(value) = HeaderValue::from_str(content_type) {
-                response.headers_mut().insert(header::CONTENT_TYPE, value);
-            }
+    // In a block: the routing view of the request is not kept while it is forwarded.
+    let plan = {
+        let host_with_port = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let head = RequestHead {
+            method: req.method().as_str(),
+            host: strip_port(host_with_port),
+            path: req.uri().path(),
+            query: req.uri().query().unwrap_or(""),
+            headers: Fields::Map(req.headers()),
+            source_ip: client.peer.ip(),
+            protocol: client.protocol,
+            port: client.listener_port,
+        };
+        let (rule, action) = listener.router.route_rule(&head);
+        if let Some(wait) = rate_limited(state, listener, rule, *client) {
+            let mut response = answer(StatusCode::TOO_MANY_REQUESTS, RATE_LIMITED);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds(wait)));
             return (response, None);
         }
-        ActionPlan::Redirect(template) => {
-            let status = StatusCode::from_u16(template.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
-            let response = match HeaderValue::try_from(template.location(&head)) {
-                Ok(location) => {
-                    let mut response = own(status, ProxyBody::empty());
-                    response.headers_mut().insert(header::LOCATION, location);
-                    response
+        match action {
+            ActionPlan::FixedResponse { status, body, content_type } => {
+                let mut response =
+                    own(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK), ProxyBody::full(body.clone()));
+                if let Ok(value) = HeaderValue::from_str(content_type) {
+                    response.headers_mut().insert(header::CONTENT_TYPE, value);
                 }
-                Err(_) => answer(StatusCode::BAD_REQUEST, "the redirect target is not a valid URL"),
-            };
-            return (response, None);
+                return (response, None);
+            }
+            ActionPlan::Redirect(template) => {
+                let status = StatusCode::from_u16(template.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let response = match HeaderValue::try_from(template.location(&head)) {
+                    Ok(location) => {
+                        let mut response = own(status, ProxyBody::empty());
+                        response.headers_mut().insert(header::LOCATION, location);
+                        response
+                    }
+                    Err(_) => answer(StatusCode::BAD_REQUEST, "the redirect target is not a valid URL"),
+                };
+                return (response, None);
+            }
+            ActionPlan::Forward(plan) => plan,
         }
-        ActionPlan::Forward(plan) => plan,
     };
     let Some((index, group)) = plan.pick_group().and_then(|i| snapshot.target_groups.get(i).map(|g| (i, g))) else {
         return (answer(StatusCode::SERVICE_UNAVAILABLE, "no target group to forward to"), None);
@@ -154,7 +157,7 @@ async fn decide(
         tried: &[],
         zone: listener.zone.as_deref(),
         sticky: sticky.as_deref(),
-        flow: flow_of(group, client),
+        flow: flow_of(group, *client),
     };
     let Some(target) = group.pick(pick) else {
         let reason = format!("target group `{}` has no target to take the request", group.name);

@@ -34,13 +34,13 @@ pub async fn forward(
     upstream: &Upstream,
     group: &TargetGroup,
     target: &Target,
-    client: Client,
-    mut req: Request<Incoming>,
+    client: &Client,
+    mut req: Box<Request<Incoming>>,
 ) -> Response<ProxyBody> {
     let websocket = req.version() == Version::HTTP_11 && headers::is_websocket_upgrade(req.headers());
-    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut *req));
 
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, body) = (*req).into_parts();
     // An HTTP/2 client names the host in the URI; HTTP/1.1 targets need it in Host.
     if !parts.headers.contains_key(header::HOST) {
         if let Some(value) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {

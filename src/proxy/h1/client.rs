@@ -26,6 +26,11 @@ use crate::target_group::{OutstandingGuard, Target};
 /// Room for a response head.
 const HEAD_ROOM: usize = 4096;
 
+/// Room for the first read of an answer: most heads, and short bodies with them. Small enough
+/// for the allocator's per-thread cache, which a buffer per request takes and gives back
+/// quickly (a 4 KiB one took its slow path: 6% more user CPU per request on d at two threads).
+const FIRST_READ: usize = 1024;
+
 /// Room for the next read of a body.
 const BODY_ROOM: usize = 16 * 1024;
 
@@ -72,7 +77,7 @@ pub async fn send(
                 (false, false) => return Err(SendFailure::Broken),
             }
         }
-        let mut buf = BytesMut::with_capacity(HEAD_ROOM);
+        let mut buf = BytesMut::with_capacity(FIRST_READ);
         // Whether the target has sent any byte of an answer (an interim one included): from
         // then on the request is not sent again.
         let mut answering = false;
