@@ -198,24 +198,35 @@ async fn serve_burst<S>(session: &mut Session<S>) -> bool
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(mut io) = session.io.take() else { return false };
+    // The connection stays in its session while the engine serves it: moved out, it would
+    // take its room (a TLS connection's is over a kilobyte) in this future too.
     let conn = &session.conn;
+    let Some(io) = session.io.as_mut() else { return false };
     if io.is_http2_preface() {
         // h2c with prior knowledge: the guard lets it through (no HTTP/1 head came before it,
         // so it has no decisions), hyper's HTTP/2 server serves it.
-        serve_http2(io, conn).await;
+        let serving = session.io.take().map(|io| Box::pin(serve_http2(io, conn)));
+        if let Some(serving) = serving {
+            serving.await;
+        }
         return false;
     }
-    let read = match super::http1::serve(&mut io, &conn.state, &conn.name, conn.client).await {
-        super::http1::Outcome::Closed => return false,
-        super::http1::Outcome::Idle => {
-            session.io = Some(io);
-            return true;
+    let read = match super::http1::serve(io, &conn.state, &conn.name, conn.client).await {
+        super::http1::Outcome::Closed => {
+            session.io = None;
+            return false;
         }
+        super::http1::Outcome::Idle => return true,
         super::http1::Outcome::Hyper(read) => read,
     };
-    let service = service(conn, Some(io.share_decisions()));
-    session.io = serve_in_hyper(io, read, service).await;
+    // Boxed, as the HTTP/2 branch: hyper's connection is kilobytes, and the engine's bursts
+    // (most of them) need not carry its room; the connection moves in before any wait.
+    let serving = {
+        let Some(mut io) = session.io.take() else { return false };
+        let service = service(conn, Some(io.share_decisions()));
+        Box::pin(serve_in_hyper(io, read, service))
+    };
+    session.io = serving.await;
     let Some(io) = session.io.as_mut() else { return false };
     // Parked: its next request goes to the engine first, with the decisions back.
     io.own_decisions();

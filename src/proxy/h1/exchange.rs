@@ -73,7 +73,9 @@ where
     let mut rest = buf.split_off(facts.head_len + body_here);
     out.extend_from_slice(&buf[facts.head_len..]);
     let body_left = facts.body_len - body_here as u64;
-    let exchange = send_and_wait(client, buf, out, &mut rest, target, facts, body_left);
+    // Boxed: most of this function's future, which the connection's step of serving holds
+    // (one box each, both small enough for the allocator's per-thread cache).
+    let exchange = Box::pin(send_and_wait(client, buf, out, &mut rest, target, facts, body_left));
     let (mut connection, response) = match tokio::time::timeout(timeout.get(), exchange).await {
         Ok(Ok(done)) => done,
         Err(_) => {
