@@ -79,7 +79,7 @@ impl WorkerHistogram {
         let bucket = (0..BOUNDS).find(|&i| seconds <= bound(i)).unwrap_or(BOUNDS);
         share.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         share.count.fetch_add(1, Ordering::Relaxed);
-        share.sum.fetch_add((seconds * 1e9) as u64, Ordering::Relaxed);
+        share.sum.fetch_add((seconds * 1e9).round() as u64, Ordering::Relaxed);
     }
 
     /// The sum (seconds), the count, and each bucket's own count with its upper bound.
