@@ -41,8 +41,6 @@ pub struct ListenerMetrics {
     pub active_connections: Gauge,
     pub new_connections: WorkerCounter,
     pub processed_bytes: WorkerCounter,
-    /// Requests by desync class: compliant, acceptable, ambiguous, severe.
-    pub desync_classes: [WorkerCounter; 4],
     /// Requests by status class, per target group (same index as `Snapshot::target_groups`).
     /// `None` for groups the listener never forwards to.
     pub requests_by_group: Vec<Option<[WorkerCounter; 5]>>,
@@ -70,13 +68,12 @@ pub struct ListenerPlan {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// Rules' own rate limits, by rule priority.
     pub rule_rate_limits: Vec<(u32, Arc<RateLimit>)>,
-    /// How strictly HTTP/1 request heads are judged.
-    pub desync_mitigation: config::DesyncMitigation,
     /// Whether connections open with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// How long a connection or flow may stay silent.
     pub idle_timeout: std::time::Duration,
-    /// What the HTTP/1 guard applies, shared by the listener's connections.
+    /// What the HTTP/1 guard applies (how strictly heads are judged, limits, timeouts, the
+    /// counters by desync class), shared by the listener's connections.
     pub guard: Arc<GuardSettings>,
 }
 
@@ -149,7 +146,6 @@ impl Snapshot {
             } else {
                 None
             };
-            let desync_classes = metrics.desync_counters(&l.name);
             let head_guard = Arc::new(GuardSettings {
                 mode: l.desync_mitigation,
                 max_header_bytes: l.limits.max_header_bytes,
@@ -158,7 +154,7 @@ impl Snapshot {
                 header_timeout: l.limits.header_timeout.get(),
                 body_timeout: l.limits.body_timeout.get(),
                 idle_timeout: l.idle_timeout().get(),
-                classes: desync_classes.clone(),
+                classes: metrics.desync_counters(&l.name),
             });
             listeners.push(ListenerPlan {
                 name: l.name.clone(),
@@ -179,7 +175,6 @@ impl Snapshot {
                         Some((rule.priority, guard.rate_limit(&key, r.per_ip, r.burst)))
                     })
                     .collect(),
-                desync_mitigation: l.desync_mitigation,
                 proxy_protocol: l.proxy_protocol,
                 idle_timeout: l.idle_timeout().get(),
                 guard: head_guard,
@@ -187,7 +182,6 @@ impl Snapshot {
                     active_connections: metrics.active_connections.get_or_create(&listener_label(&l.name)).clone(),
                     new_connections: metrics.new_connections.get_or_create(&listener_label(&l.name)).clone(),
                     processed_bytes: metrics.processed_bytes.get_or_create(&listener_label(&l.name)).clone(),
-                    desync_classes,
                     requests_by_group: target_groups
                         .iter()
                         .map(|g| forwards_to(l, &g.name).then(|| metrics.request_counters(&l.name, &g.name)))
