@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod guard;
 pub mod health;

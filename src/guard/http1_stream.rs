@@ -17,6 +17,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use crate::deadline::Deadline;
+
 use super::chunked::ChunkedBody;
 use super::head::{head_end, inspect, Class, Framing};
 use crate::config::DesyncMitigation;
@@ -118,7 +120,8 @@ pub struct GuardedIo<S> {
     /// After the current body, read no more (a close was decided).
     close_after_body: bool,
     body_seen: u64,
-    deadline: Option<Pin<Box<Sleep>>>,
+    /// The client's: for the next head when idle, the current head, or the current body.
+    deadline: Deadline,
     /// Whether the current head has begun to arrive (its header timeout runs).
     started: bool,
     /// Heads seen on this connection.
@@ -150,7 +153,7 @@ impl<S> GuardedIo<S> {
             out_pos: 0,
             close_after_body: false,
             body_seen: 0,
-            deadline: None,
+            deadline: Deadline::default(),
             started: false,
             heads: 0,
             park_deadline: None,
@@ -197,6 +200,26 @@ impl<S> GuardedIo<S> {
         }
     }
 
+    /// The connection's timer, for the engine to time the target's answer on while the guard
+    /// times nothing (no body is on its way): an empty deadline, with a timer of its own, while
+    /// the guard times the body. Handed back with [`GuardedIo::give_back_timer`].
+    pub fn lend_timer(&mut self) -> Deadline {
+        if self.deadline.is_set() {
+            Deadline::default()
+        } else {
+            std::mem::take(&mut self.deadline)
+        }
+    }
+
+    /// Takes back the timer [`GuardedIo::lend_timer`] lent, unless the guard got one of its own
+    /// meanwhile.
+    pub fn give_back_timer(&mut self, mut lent: Deadline) {
+        if !self.deadline.has_timer() {
+            lent.clear();
+            self.deadline = lent;
+        }
+    }
+
     /// Whether the connection was handed back out of hyper to wait, idle, for its next request.
     pub fn is_parked(&self) -> bool {
         self.parked
@@ -219,7 +242,7 @@ impl<S> GuardedIo<S> {
     where
         S: AsyncRead + Unpin,
     {
-        if self.deadline.is_none() {
+        if !self.deadline.is_set() {
             self.arm(self.settings.idle_timeout);
         }
         std::future::poll_fn(|cx| {
@@ -243,8 +266,7 @@ impl<S> GuardedIo<S> {
                 }
                 Poll::Ready(Err(_)) => Poll::Ready(false),
                 Poll::Pending => {
-                    let expired = self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                    if expired {
+                    if self.deadline.poll_expired(cx).is_ready() {
                         Poll::Ready(false)
                     } else {
                         Poll::Pending
@@ -270,7 +292,7 @@ impl<S> GuardedIo<S> {
     }
 
     fn arm(&mut self, after: Duration) {
-        self.deadline = Some(Box::pin(tokio::time::sleep(after)));
+        self.deadline.set(after);
     }
 
     /// Handles a complete head of `len` bytes at the start of `raw`.
@@ -330,7 +352,7 @@ impl<S> GuardedIo<S> {
     }
 
     fn after_body(&mut self) -> Phase {
-        self.deadline = None;
+        self.deadline.clear();
         if self.close_after_body {
             Phase::Drain
         } else {
@@ -404,7 +426,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
                 }
                 Phase::Tunnel => return Pin::new(&mut this.inner).poll_read(cx, buf),
                 Phase::Head => {
-                    if !this.started && this.raw.is_empty() && this.deadline.is_none() {
+                    if !this.started && this.raw.is_empty() && !this.deadline.is_set() {
                         this.arm(this.settings.idle_timeout);
                     }
                     if this.handle_head() {
@@ -438,14 +460,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for GuardedIo<S> {
                         }
                     }
                 }
-                if let Some(deadline) = this.deadline.as_mut() {
-                    if deadline.as_mut().poll(cx).is_ready() {
-                        // Too slow (slowloris, a stalled body) or idle too long: the
-                        // connection ends, and hyper with it.
-                        this.phase = Phase::Done;
-                        this.deadline = None;
-                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow or idle")));
-                    }
+                if this.deadline.poll_expired(cx).is_ready() {
+                    // Too slow (slowloris, a stalled body) or idle too long: the connection
+                    // ends, and hyper with it.
+                    this.phase = Phase::Done;
+                    this.deadline = Deadline::default();
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "client too slow or idle")));
                 }
                 return Poll::Pending;
             }
@@ -478,7 +498,8 @@ impl<S> GuardedIo<S> {
                     return false;
                 }
                 self.phase = Phase::Tunnel;
-                self.deadline = None;
+                // Untimed from now on: the timer goes too.
+                self.deadline = Deadline::default();
                 self.out = std::mem::take(&mut self.raw);
                 return true;
             }

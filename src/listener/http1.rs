@@ -97,7 +97,12 @@ where
                     }
                     count(state, listener, Some(group), status, false);
                 };
-                match h1::forward(io, &mut buf, &mut out, target, facts, timeout, answered).await {
+                // Timed on the connection's own timer, unless the client's body is timed on it.
+                let mut deadline = io.lend_timer();
+                let timeout = h1::AnswerTimeout { limit: timeout, deadline: &mut deadline };
+                let ended = h1::forward(io, &mut buf, &mut out, target, facts, timeout, answered).await;
+                io.give_back_timer(deadline);
+                match ended {
                     Ended::Answered { keep_alive } => keep_alive,
                     Ended::Failed { status, why, connection_error, body_unread } => {
                         if connection_error {

@@ -317,6 +317,26 @@ async fn a_slow_target_answers_504_after_target_timeout() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_times_each_answer_from_its_own_request() {
+    // The connection's one timer is moved by every request and every idle wait (60 s here): a
+    // slow answer after quick ones still ends at target_timeout, and the connection goes on.
+    let backend = Backend::start("slow").await;
+    let ballast = Ballast::start(&one_group(&backend.target(), "target_timeout = \"500ms\""));
+    let client = http_client();
+    let quick = format!("{}/sleep/10", ballast.url("lb"));
+    for _ in 0..3 {
+        assert_eq!(client.get(&quick).send().await.unwrap().status(), 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let started = std::time::Instant::now();
+    let resp = client.get(format!("{}/sleep/3000", ballast.url("lb"))).send().await.unwrap();
+    assert_eq!(resp.status(), 504);
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert_eq!(client.get(&quick).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_hold_no_memory_for_the_heads_they_carried() {
     // Browsers send heads of a kilobyte or more (cookies); a connection waiting for its next
     // request keeps nothing of the last one.

@@ -3,15 +3,17 @@
 //! the answer comes back as it arrives, bodies passed on without being decoded.
 
 use std::io::{self, IoSlice};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::pool::TargetConnection;
 use super::request::RequestFacts;
 use super::response::{parse_and_rewrite, Framing, ResponseFacts};
 use crate::config;
+use crate::deadline::Deadline;
 use crate::guard::chunked::ChunkedBody;
 use crate::proxy::connector::ConnectionGuard;
 use crate::target_group::{Reason, Target, TargetState};
@@ -50,6 +52,13 @@ enum Fail {
     Client,
 }
 
+/// How long the target has to answer a request (its group's `target_timeout`), and the
+/// client connection's deadline to time it on.
+pub struct AnswerTimeout<'d> {
+    pub limit: config::Duration,
+    pub deadline: &'d mut Deadline,
+}
+
 /// Forwards the request whose rewritten head is in `out`, and whose first bytes (head, body,
 /// maybe more) are in `buf`, to `target`; answers the client on `client`. On return `buf`
 /// holds the client's bytes that came after the request (the next pipelined request).
@@ -60,7 +69,7 @@ pub async fn forward<C>(
     out: &mut Vec<u8>,
     target: &Target,
     facts: RequestFacts,
-    timeout: config::Duration,
+    timeout: AnswerTimeout<'_>,
     answered: impl FnOnce(u16, Duration),
 ) -> Ended
 where
@@ -76,10 +85,18 @@ where
     // Boxed: most of this function's future, which the connection's step of serving holds
     // (one box each, both small enough for the allocator's per-thread cache).
     let exchange = Box::pin(send_and_wait(client, buf, out, &mut rest, target, facts, body_left));
-    let (mut connection, response) = match tokio::time::timeout(timeout.get(), exchange).await {
+    let AnswerTimeout { limit, deadline } = timeout;
+    deadline.set_at(started + limit.get());
+    let waited_out = tokio::select! {
+        biased;
+        done = exchange => Ok(done),
+        () = deadline.expired() => Err(()),
+    };
+    deadline.clear();
+    let (mut connection, response) = match waited_out {
         Ok(Ok(done)) => done,
-        Err(_) => {
-            let why = format!("target {} did not answer within target_timeout ({timeout})", target.address);
+        Err(()) => {
+            let why = format!("target {} did not answer within target_timeout ({limit})", target.address);
             return Ended::Failed { status: 504, why, connection_error: false, body_unread: body_left > 0 };
         }
         Ok(Err(Fail::Connect)) => {

@@ -15,7 +15,7 @@ mod pool;
 pub mod request;
 mod response;
 
-pub use exchange::{forward, Ended};
+pub use exchange::{forward, AnswerTimeout, Ended};
 pub use pool::{IdlePool, TargetConnection};
 pub use request::{RequestFacts, MAX_FIELDS};
 
