@@ -71,6 +71,18 @@ impl Deadline {
     pub fn expired(&mut self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(|cx| self.poll_expired(cx))
     }
+
+    /// What `work` comes to, or `None` if the deadline passes first; the deadline is cleared
+    /// either way.
+    pub async fn within<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        let outcome = tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = self.expired() => None,
+        };
+        self.clear();
+        outcome
+    }
 }
 
 #[cfg(test)]

@@ -211,7 +211,7 @@ where
         }
         return false;
     }
-    let read = match super::http1::serve(io, &conn.state, &conn.name, conn.client).await {
+    let read = match super::http1::serve(io, &conn.state, &conn.name, &conn.client).await {
         super::http1::Outcome::Closed => {
             session.io = None;
             return false;

@@ -46,7 +46,7 @@ enum Step<'s> {
 
 /// Serves the requests the client has sent on `io`, until it has sent no more for now, the
 /// connection ends, or a request needs hyper.
-pub async fn serve<S>(io: &mut GuardedIo<S>, state: &State, name: &str, client: Client) -> Outcome
+pub async fn serve<S>(io: &mut GuardedIo<S>, state: &State, name: &str, client: &Client) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -63,7 +63,7 @@ where
         let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
         let step = loop {
             out.clear();
-            match prepare(state, &snapshot, listener, client, &buf, io.own_decisions(), &mut out) {
+            match prepare(state, &snapshot, listener, *client, &buf, io.own_decisions(), &mut out) {
                 Step::NeedMore => {}
                 step => break step,
             }

@@ -82,39 +82,33 @@ where
     let mut rest = buf.split_off(facts.head_len + body_here);
     out.extend_from_slice(&buf[facts.head_len..]);
     let body_left = facts.body_len - body_here as u64;
+    let AnswerTimeout { limit, deadline } = timeout;
+    deadline.set_at(started + limit.get());
     // Boxed: most of this function's future, which the connection's step of serving holds
     // (one box each, both small enough for the allocator's per-thread cache).
     let exchange = Box::pin(send_and_wait(client, buf, out, &mut rest, target, facts, body_left));
-    let AnswerTimeout { limit, deadline } = timeout;
-    deadline.set_at(started + limit.get());
-    let waited_out = tokio::select! {
-        biased;
-        done = exchange => Ok(done),
-        () = deadline.expired() => Err(()),
-    };
-    deadline.clear();
-    let (mut connection, response) = match waited_out {
-        Ok(Ok(done)) => done,
-        Err(()) => {
+    let (mut connection, response) = match deadline.within(exchange).await {
+        Some(Ok(done)) => done,
+        None => {
             let why = format!("target {} did not answer within target_timeout ({limit})", target.address);
             return Ended::Failed { status: 504, why, connection_error: false, body_unread: body_left > 0 };
         }
-        Ok(Err(Fail::Connect)) => {
+        Some(Err(Fail::Connect)) => {
             // A passive check: the target is down now, not at its next active check.
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let why = format!("cannot connect to target {}", target.address);
             return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
-        Ok(Err(Fail::Target)) => {
+        Some(Err(Fail::Target)) => {
             target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
             let why = format!("target {} closed the connection or sent a broken response", target.address);
             return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
-        Ok(Err(Fail::Closed)) => {
+        Some(Err(Fail::Closed)) => {
             let why = format!("target {} closed a kept-alive connection as the request went out", target.address);
             return Ended::Failed { status: 502, why, connection_error: true, body_unread: body_left > 0 };
         }
-        Ok(Err(Fail::Client)) => return Ended::Broken,
+        Some(Err(Fail::Client)) => return Ended::Broken,
     };
     let waited = started.elapsed();
     let status = response.status;
