@@ -58,10 +58,28 @@ pub async fn forward(
         TargetProtocol::Https => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
+    if target.parsed_authority.is_none() {
+        return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
+    }
+    let http2 = group.settings.protocol_version == ProtocolVersion::Http2;
+    let timeout = group.settings.target_timeout;
+    if parts.version == Version::HTTP_2 && !http2 {
+        headers::join_cookies(&mut parts.headers);
+    }
+    // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
+    // in this task. (Its head is written from the client's own URI and Host.)
+    let engine = parts.version == Version::HTTP_2
+        && !http2
+        && !websocket
+        && parts.method != http::Method::CONNECT
+        && group.settings.protocol == TargetProtocol::Http
+        && hyper::body::Body::is_end_stream(&body);
+    if engine {
+        return forward_in_engine(target, &parts, timeout).await;
+    }
     let Some(target_authority) = target.parsed_authority.clone() else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
-    let http2 = group.settings.protocol_version == ProtocolVersion::Http2;
     // HTTP/1.1: the URI names the target, which hyper's pool connects to, and Host keeps the
     // client's host. HTTP/2: the URI names the client's host, sent as `:authority` with no Host
     // field beside it (RFC 9113, section 8.3.1); the connection goes to the target regardless.
@@ -84,21 +102,6 @@ pub async fn forward(
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
     };
     parts.uri = uri;
-    let timeout = group.settings.target_timeout;
-    if parts.version == Version::HTTP_2 && !http2 {
-        headers::join_cookies(&mut parts.headers);
-    }
-    // An HTTP/2 client's body-less request to a plain HTTP/1.1 target: over the engine's pool,
-    // in this task.
-    let engine = parts.version == Version::HTTP_2
-        && !http2
-        && !websocket
-        && parts.method != http::Method::CONNECT
-        && group.settings.protocol == TargetProtocol::Http
-        && hyper::body::Body::is_end_stream(&body);
-    if engine {
-        return forward_in_engine(target, &parts, timeout).await;
-    }
     parts.version = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
     let outstanding = target.stats.start_request();
     let request = Request::from_parts(parts, body);

@@ -1,5 +1,6 @@
 //! Header rewriting between client and target: hop-by-hop headers and X-Forwarded-*.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -17,12 +18,16 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, and those the `Connection` header names. With `keep_upgrade`
 /// the `Connection: upgrade` and `Upgrade` pair stays, for a WebSocket handshake.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Only names not removed anyway are gathered (`Connection: keep-alive` or `close`, the
+    // usual ones, take no allocation).
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("close") && !HOP_BY_HOP.iter().any(|h| n.eq_ignore_ascii_case(h.as_str())))
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .filter(|n| !(keep_upgrade && n == header::UPGRADE))
         .collect();
     for name in named {
@@ -43,8 +48,17 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 pub fn add_forwarded(headers: &mut HeaderMap, client_ip: IpAddr, protocol: &'static str, port: u16) {
     let xff = HeaderName::from_static("x-forwarded-for");
     let earlier: Vec<&str> = headers.get_all(&xff).iter().filter_map(|v| v.to_str().ok()).collect();
-    let value = if earlier.is_empty() { client_ip.to_string() } else { format!("{}, {client_ip}", earlier.join(", ")) };
-    if let Ok(value) = HeaderValue::try_from(value) {
+    let value = if earlier.is_empty() {
+        // The usual case, written where it is made: one allocation, the value's own.
+        let mut text = [0u8; 64];
+        let mut at = &mut text[..];
+        let _ = write!(at, "{client_ip}");
+        let len = 64 - at.len();
+        HeaderValue::from_bytes(&text[..len])
+    } else {
+        HeaderValue::try_from(format!("{}, {client_ip}", earlier.join(", ")))
+    };
+    if let Ok(value) = value {
         headers.insert(xff, value);
     }
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(protocol));
@@ -135,5 +149,27 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 198.51.100.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-port"], "8080");
+    }
+
+    #[test]
+    fn forwarded_for_names_the_longest_ipv6_client_whole() {
+        let mut h = HeaderMap::new();
+        let ip = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255";
+        add_forwarded(&mut h, ip.parse().unwrap(), "https", 443);
+        assert_eq!(h["x-forwarded-for"], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff");
+        add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), "https", 443);
+        assert_eq!(h["x-forwarded-for"], "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff, 2001:db8::1");
+    }
+
+    #[test]
+    fn the_usual_connection_values_name_nothing_more_to_drop() {
+        let mut h = HeaderMap::new();
+        h.append("connection", "Keep-Alive".parse().unwrap());
+        h.append("connection", "close, x-gone".parse().unwrap());
+        h.insert("x-gone", "1".parse().unwrap());
+        h.insert("close", "a field named close stays".parse().unwrap());
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("close"));
     }
 }

@@ -158,15 +158,35 @@ fn read_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<(Response<(
         let mut response = Response::new(());
         *response.status_mut() = StatusCode::from_u16(status).map_err(|_| SendFailure::Broken)?;
         *response.version_mut() = Version::HTTP_11;
+        // Values are slices of the head as read, not copies: where each field lies in it.
+        let mut spans = [[0usize; 4]; MAX_FIELDS];
+        for (field, span) in fields.iter().zip(spans.iter_mut()) {
+            let ([name_from, name_to], [value_from, value_to]) =
+                (offsets(buf, field.name.as_bytes())?, offsets(buf, field.value)?);
+            *span = [name_from, name_to, value_from, value_to];
+        }
+        let count = fields.len();
+        let head = buf.split_to(head_len).freeze();
         let headers = response.headers_mut();
-        headers.reserve(fields.len());
-        for field in fields {
-            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| SendFailure::Broken)?;
-            let value = HeaderValue::from_bytes(field.value).map_err(|_| SendFailure::Broken)?;
+        headers.reserve(count);
+        for &[name_from, name_to, value_from, value_to] in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[name_from..name_to]).map_err(|_| SendFailure::Broken)?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(value_from..value_to)).map_err(|_| SendFailure::Broken)?;
             headers.append(name, value);
         }
-        let _ = buf.split_to(head_len);
         return Ok(Some((response, framing, reusable)));
+    }
+}
+
+/// Where `part`, a slice of `buf` the parser returned, lies in it.
+fn offsets(buf: &[u8], part: &[u8]) -> Result<[usize; 2], SendFailure> {
+    let from = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match from.checked_add(part.len()) {
+        Some(to) if to <= buf.len() => Ok([from, to]),
+        // An empty value may point anywhere.
+        _ if part.is_empty() => Ok([0, 0]),
+        _ => Err(SendFailure::Broken),
     }
 }
 
@@ -402,6 +422,21 @@ mod tests {
         assert_eq!(framing, Framing::Length(3));
         assert!(reusable);
         assert_eq!(&buf[..], b"abc", "the body's bytes stay");
+    }
+
+    #[test]
+    fn fields_keep_their_values_and_order_empty_and_repeated_ones_included() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nX-Empty:\r\nSet-Cookie: a=1\r\nX-Custom-Name: v\r\n\
+                    Set-Cookie: b=2\r\nContent-Length: 2\r\n\r\nok";
+        let mut buf = BytesMut::from(&raw[..]);
+        let (response, _, _) = read_head(&mut buf, false).unwrap().unwrap();
+        let h = response.headers();
+        assert_eq!(h["server"], "nginx/1.22.1");
+        assert_eq!(h["x-empty"], "");
+        assert_eq!(h["x-custom-name"], "v");
+        assert_eq!(h.get_all("set-cookie").iter().collect::<Vec<_>>(), ["a=1", "b=2"]);
+        assert_eq!(h.len(), 6);
+        assert_eq!(&buf[..], b"ok");
     }
 
     #[test]
