@@ -71,7 +71,8 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
     loop {
         #[cfg(target_os = "linux")]
         if total >= SPLICE_AFTER {
-            return splice_rest(from, to, last, ended, total).await;
+            // Boxed: a short connection's copy need not carry its room.
+            return Box::pin(splice_rest(from, to, last, ended, total)).await;
         }
         from.readable().await?;
         // Read into the worker's buffer and passed straight on: an idle connection holds no

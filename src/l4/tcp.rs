@@ -37,7 +37,9 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
 
     // Behind another balancer, the client is who the PROXY header says.
     let (client, early, tcp) = if listener.proxy_protocol {
-        match read_proxy_header(tcp, header_timeout).await {
+        // Boxed, as the other steps most connections skip: the connection's task is kept small
+        // enough for the allocator's per-thread cache (one is made for every connection).
+        match Box::pin(read_proxy_header(tcp, header_timeout)).await {
             Ok((header, rest)) => {
                 let (early, tcp) = rest.into_parts();
                 (header.source.unwrap_or(peer), early, tcp)
@@ -67,9 +69,8 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let client_stream = match tls {
         None => ClientSide::Plain(tcp),
         Some(tls) => {
-            let accepted =
-                tokio::time::timeout(header_timeout, TlsAcceptor::from(tls).accept(Prefixed::new(early.clone(), tcp)))
-                    .await;
+            let accepting = TlsAcceptor::from(tls).accept(Prefixed::new(early.clone(), tcp));
+            let accepted = Box::pin(tokio::time::timeout(header_timeout, accepting)).await;
             match accepted {
                 Ok(Ok(stream)) => ClientSide::Tls(Box::new(stream)),
                 _ => {
@@ -113,20 +114,24 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
                 }
             }
             (client_stream, reencrypt) => {
-                let client_side: Box<dyn Io> = match client_stream {
-                    ClientSide::Tls(stream) => stream,
-                    ClientSide::Plain(tcp) => Box::new(Prefixed::new(early, tcp)),
-                };
-                let target_side: Box<dyn Io> = if reencrypt {
-                    let host = target_host.rsplit_once(':').map_or(target_host.as_str(), |(h, _)| h);
-                    let name =
-                        rustls_pki_types::ServerName::try_from(host.trim_matches(|c| c == '[' || c == ']').to_string())
-                            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-                    Box::new(crate::proxy::connector::target_tls(&[]).connect(name, target_stream).await?)
-                } else {
-                    Box::new(target_stream)
-                };
-                copy_streams(client_side, target_side, idle).await
+                Box::pin(async move {
+                    let client_side: Box<dyn Io> = match client_stream {
+                        ClientSide::Tls(stream) => stream,
+                        ClientSide::Plain(tcp) => Box::new(Prefixed::new(early, tcp)),
+                    };
+                    let target_side: Box<dyn Io> = if reencrypt {
+                        let host = target_host.rsplit_once(':').map_or(target_host.as_str(), |(h, _)| h);
+                        let name = rustls_pki_types::ServerName::try_from(
+                            host.trim_matches(|c| c == '[' || c == ']').to_string(),
+                        )
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+                        Box::new(crate::proxy::connector::target_tls(&[]).connect(name, target_stream).await?)
+                    } else {
+                        Box::new(target_stream)
+                    };
+                    copy_streams(client_side, target_side, idle).await
+                })
+                .await
             }
         }
     };
