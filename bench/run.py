@@ -140,9 +140,9 @@ def certificate(work):
     return cert, key, combined
 
 
-def ballast_config(work, threads, cert, key):
+def ballast_config(work, threads, cert, key, shift=0):
     targets = ", ".join(f'{{ address = "127.0.0.1:{p}" }}' for p in BACKENDS)
-    path = os.path.join(work, "ballast.toml")
+    path = os.path.join(work, f"ballast{shift or ''}.toml")
     with open(path, "w") as f:
         f.write(f"""
 [runtime]
@@ -156,26 +156,26 @@ key = "{key}"
 [[listeners]]
 name = "http"
 protocol = "http"
-bind = "127.0.0.1:{HTTP}"
+bind = "127.0.0.1:{HTTP + shift}"
 default_action = {{ type = "forward", target_group = "web" }}
 
 [[listeners]]
 name = "https"
 protocol = "https"
-bind = "127.0.0.1:{HTTPS}"
+bind = "127.0.0.1:{HTTPS + shift}"
 certificates = ["bench"]
 default_action = {{ type = "forward", target_group = "web" }}
 
 [[listeners]]
 name = "tcp"
 protocol = "tcp"
-bind = "127.0.0.1:{TCP}"
+bind = "127.0.0.1:{TCP + shift}"
 default_action = {{ type = "forward", target_group = "tcpweb" }}
 
 [[listeners]]
 name = "bulk"
 protocol = "tcp"
-bind = "127.0.0.1:{BULK}"
+bind = "127.0.0.1:{BULK + shift}"
 default_action = {{ type = "forward", target_group = "bulk" }}
 
 [[target_groups]]
@@ -195,9 +195,9 @@ targets = [{{ address = "127.0.0.1:{SINK}" }}]
     return [BALLAST, "run", "-c", path], {"BALLAST_LOG": "error"}
 
 
-def haproxy_config(work, threads, combined):
+def haproxy_config(work, threads, combined, shift=0):
     servers = "\n".join(f"    server s{i} 127.0.0.1:{p}" for i, p in enumerate(BACKENDS))
-    path = os.path.join(work, "haproxy.cfg")
+    path = os.path.join(work, f"haproxy{shift or ''}.cfg")
     with open(path, "w") as f:
         f.write(f"""
 global
@@ -214,11 +214,11 @@ defaults
     option forwardfor
 
 frontend http
-    bind 127.0.0.1:{HTTP}
+    bind 127.0.0.1:{HTTP + shift}
     default_backend web
 
 frontend https
-    bind 127.0.0.1:{HTTPS} ssl crt {combined} alpn h2,http/1.1
+    bind 127.0.0.1:{HTTPS + shift} ssl crt {combined} alpn h2,http/1.1
     default_backend web
 
 backend web
@@ -227,7 +227,7 @@ backend web
 
 frontend tcp
     mode tcp
-    bind 127.0.0.1:{TCP}
+    bind 127.0.0.1:{TCP + shift}
     default_backend tcpweb
 
 backend tcpweb
@@ -237,7 +237,7 @@ backend tcpweb
 
 frontend bulk
     mode tcp
-    bind 127.0.0.1:{BULK}
+    bind 127.0.0.1:{BULK + shift}
     default_backend bulk
 
 backend bulk
@@ -247,9 +247,9 @@ backend bulk
     return ["haproxy", "-db", "-f", path], {}
 
 
-def nginx_config(work, threads, cert, key):
+def nginx_config(work, threads, cert, key, shift=0):
     servers = "\n".join(f"        server 127.0.0.1:{p};" for p in BACKENDS)
-    path = os.path.join(work, "nginx.conf")
+    path = os.path.join(work, f"nginx{shift or ''}.conf")
     with open(path, "w") as f:
         f.write(f"""
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -257,7 +257,7 @@ daemon off;
 master_process on;
 worker_processes {threads};
 worker_rlimit_nofile 65536;
-pid {work}/nginx.pid;
+pid {work}/nginx{shift or ''}.pid;
 error_log {work}/nginx-error.log error;
 events {{ worker_connections 30000; }}
 http {{
@@ -267,8 +267,8 @@ http {{
         keepalive 128;
     }}
     server {{
-        listen 127.0.0.1:{HTTP};
-        listen 127.0.0.1:{HTTPS} ssl http2;
+        listen 127.0.0.1:{HTTP + shift};
+        listen 127.0.0.1:{HTTPS + shift} ssl http2;
         ssl_certificate {cert};
         ssl_certificate_key {key};
         ssl_session_cache off;
@@ -287,8 +287,8 @@ stream {{
 {servers}
     }}
     proxy_half_close on;
-    server {{ listen 127.0.0.1:{TCP}; proxy_pass tcpweb; }}
-    server {{ listen 127.0.0.1:{BULK}; proxy_pass 127.0.0.1:{SINK}; }}
+    server {{ listen 127.0.0.1:{TCP + shift}; proxy_pass tcpweb; }}
+    server {{ listen 127.0.0.1:{BULK + shift}; proxy_pass 127.0.0.1:{SINK}; }}
 }}
 """)
     return ["nginx", "-c", path, "-p", work], {}
