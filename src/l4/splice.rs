@@ -12,6 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::deadline::Deadline;
 use crate::target_group::uptime_ms;
 
 /// How a both-ways copy ended.
@@ -24,8 +25,13 @@ pub enum CopyEnd {
 }
 
 /// Copies between `client` and `target` until both directions close or nothing moves for
-/// `idle`.
-pub async fn copy_both_ways(client: TcpStream, target: TcpStream, idle: Duration) -> io::Result<CopyEnd> {
+/// `idle`, timed on the connection's `deadline`.
+pub async fn copy_both_ways(
+    client: TcpStream,
+    target: TcpStream,
+    idle: Duration,
+    deadline: &mut Deadline,
+) -> io::Result<CopyEnd> {
     let last = AtomicU64::new(uptime_ms());
     let ended = AtomicU64::new(0);
     let (client_read, client_write) = client.into_split();
@@ -43,7 +49,8 @@ pub async fn copy_both_ways(client: TcpStream, target: TcpStream, idle: Duration
             if quiet >= idle {
                 return;
             }
-            tokio::time::sleep(idle - quiet).await;
+            deadline.set(idle - quiet);
+            deadline.expired().await;
         }
     };
     tokio::select! {
@@ -285,8 +292,9 @@ mod tests {
     async fn bytes_and_half_closes_pass_both_ways() {
         let (mut client, client_side) = pair().await;
         let (target_side, mut target) = pair().await;
-        let copier =
-            tokio::spawn(async move { copy_both_ways(client_side, target_side, Duration::from_secs(10)).await });
+        let copier = tokio::spawn(async move {
+            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+        });
         let payload = vec![7u8; 1 << 20];
         client.write_all(&payload).await.unwrap();
         client.shutdown().await.unwrap();
@@ -339,8 +347,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(tcp_info(&target_side).tcpi_state, CLOSE_WAIT, "the target's end arrived");
-        let copier =
-            tokio::spawn(async move { copy_both_ways(client_side, target_side, Duration::from_secs(10)).await });
+        let copier = tokio::spawn(async move {
+            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+        });
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
@@ -354,7 +363,8 @@ mod tests {
     async fn a_connection_holds_no_copy_buffer_between_reads() {
         let (_client, client_side) = pair().await;
         let (target_side, _target) = pair().await;
-        let copying = copy_both_ways(client_side, target_side, Duration::from_secs(10));
+        let mut deadline = Deadline::default();
+        let copying = copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut deadline);
         // Both directions' state together, a small fraction of one 16 KiB chunk.
         assert!(std::mem::size_of_val(&copying) < 2048, "{} bytes", std::mem::size_of_val(&copying));
     }
@@ -363,7 +373,9 @@ mod tests {
     async fn an_idle_connection_is_closed() {
         let (_client, client_side) = pair().await;
         let (target_side, _target) = pair().await;
-        let end = copy_both_ways(client_side, target_side, Duration::from_millis(200)).await.unwrap();
+        let end = copy_both_ways(client_side, target_side, Duration::from_millis(200), &mut Deadline::default())
+            .await
+            .unwrap();
         assert_eq!(end, CopyEnd::Idle);
     }
 }

@@ -15,6 +15,7 @@ use super::splice::{copy_both_ways, CopyEnd};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
 use crate::config::{Algorithm, ProxyProtocol, TargetProtocol};
+use crate::deadline::Deadline;
 use crate::metrics::GaugeGuard;
 use crate::routing::ActionPlan;
 use crate::state::State;
@@ -86,7 +87,9 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let Some(group) = snapshot.target_groups.get(group_index) else { return };
     let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
     let flow = if needs_local { flow_hash(client, local, 6) } else { 0 };
-    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow).await else {
+    // One timer for the connection: the connect's, then the idle one's.
+    let mut deadline = Deadline::default();
+    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow, &mut deadline).await else {
         tracing::debug!(listener = %name, target_group = %group.name, "no target could be reached");
         return;
     };
@@ -108,7 +111,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         match (client_stream, reencrypt) {
             (ClientSide::Plain(tcp), false) => {
                 target_stream.write_all(&early).await?;
-                match copy_both_ways(tcp, target_stream, idle).await? {
+                match copy_both_ways(tcp, target_stream, idle, &mut deadline).await? {
                     CopyEnd::Closed(up, down) => Ok(up + down + early.len() as u64),
                     CopyEnd::Idle => Ok(0),
                 }
@@ -159,12 +162,18 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Connects to a target of `group`, trying others when one refuses (and marking it down).
-async fn connect<'g>(group: &'g TargetGroup, zone: Option<&str>, flow: u64) -> Option<(TcpStream, &'g Target)> {
+async fn connect<'g>(
+    group: &'g TargetGroup,
+    zone: Option<&str>,
+    flow: u64,
+    deadline: &mut Deadline,
+) -> Option<(TcpStream, &'g Target)> {
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
         let target = group.pick(PickRequest { tried: &tried, zone, sticky: None, flow })?;
-        match tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority)).await {
-            Ok(Ok(stream)) => return Some((stream, target)),
+        deadline.set(CONNECT_TIMEOUT);
+        match deadline.within(crate::target_group::connect(&target.authority)).await {
+            Some(Ok(stream)) => return Some((stream, target)),
             _ => {
                 target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
                 if let Some(i) = group.targets.iter().position(|t| std::ptr::eq(t, target)) {
