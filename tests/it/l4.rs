@@ -415,3 +415,28 @@ async fn an_idle_udp_flow_ends_and_frees_its_place() {
         assert!(tokio::time::Instant::now() < deadline, "the idle flow never ended");
     }
 }
+
+#[tokio::test]
+async fn a_quiet_tcp_connection_closes_after_idle_timeout_and_a_busy_one_does_not() {
+    let target = start_summing("t", None).await;
+    let config = tcp_config("tcp", "tcp", &[target], "").replace(
+        "default_action = { type = \"forward\", target_group = \"g\" }",
+        "default_action = { type = \"forward\", target_group = \"g\" }\n[listeners.limits]\nidle_timeout = \"600ms\"",
+    );
+    let ballast = Ballast::start(&config);
+    let mut client = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    // A byte every 200 ms for 1.2 s, twice the idle timeout: never idle for it.
+    let mut byte = [0u8; 1];
+    let mut last_byte = std::time::Instant::now();
+    for _ in 0..6 {
+        client.write_all(b"x").await.unwrap();
+        last_byte = std::time::Instant::now();
+        let early = tokio::time::timeout(Duration::from_millis(200), client.read(&mut byte)).await;
+        assert!(early.is_err(), "closed while bytes were moving: {early:?}");
+    }
+    // Then quiet: closed once nothing has moved for the idle timeout.
+    let ended = tokio::time::timeout(Duration::from_secs(5), client.read(&mut byte)).await;
+    let quiet = last_byte.elapsed();
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "{ended:?}");
+    assert!(quiet >= Duration::from_millis(550) && quiet < Duration::from_secs(3), "{quiet:?}");
+}
