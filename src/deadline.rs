@@ -52,7 +52,8 @@ impl Deadline {
         self.timer.is_some()
     }
 
-    /// Ready once the deadline has passed; pending (for ever) while none is set.
+    /// Ready once the deadline has passed. While none is set: pending, and no wake-up comes
+    /// (the task that sets one polls again, as every user here does).
     pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let (Some(due), Some(timer)) = (self.due, self.timer.as_mut()) else { return Poll::Pending };
         loop {
@@ -119,6 +120,21 @@ mod tests {
         let started = Instant::now();
         deadline.expired().await;
         assert_eq!(started.elapsed().as_secs(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_within_a_deadline_is_cut_off_when_it_passes_and_the_deadline_cleared() {
+        let mut deadline = Deadline::default();
+        deadline.set(Duration::from_secs(1));
+        let quick = deadline.within(tokio::time::sleep(Duration::from_millis(500))).await;
+        assert_eq!(quick, Some(()));
+        assert!(!deadline.is_set());
+        deadline.set(Duration::from_secs(1));
+        let started = Instant::now();
+        let slow = deadline.within(tokio::time::sleep(Duration::from_secs(30))).await;
+        assert_eq!(slow, None);
+        assert_eq!(started.elapsed().as_secs(), 1);
+        assert!(!deadline.is_set() && deadline.has_timer());
     }
 
     #[tokio::test(start_paused = true)]

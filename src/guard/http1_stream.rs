@@ -201,8 +201,9 @@ impl<S> GuardedIo<S> {
     }
 
     /// The connection's timer, for the engine to time the target's answer on while the guard
-    /// times nothing (no body is on its way): an empty deadline, with a timer of its own, while
-    /// the guard times the body. Handed back with [`GuardedIo::give_back_timer`].
+    /// times nothing (no body or next head is on its way). While the guard times one, an empty
+    /// deadline, which makes a timer of its own when set (an allocation the upload's request
+    /// pays). Handed back with [`GuardedIo::give_back_timer`].
     pub fn lend_timer(&mut self) -> Deadline {
         if self.deadline.is_set() {
             Deadline::default()
@@ -611,5 +612,45 @@ mod tests {
         assert!(matches!(own.pop_front(), Some(Decision::Reject { status: 400, .. })));
         assert_eq!(own.pop_front(), None);
         assert!(shared.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_timer_is_lent_only_while_the_guard_times_nothing() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut io = GuardedIo::new(server, settings());
+        let mut passed = [0u8; 1024];
+        // Waiting for a request: the idle deadline makes the connection's timer.
+        client.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        assert!(io.wait_for_request().await);
+        assert!(io.read(&mut passed).await.unwrap() > 0);
+        // The head is whole and has no body: the guard times nothing, and lends its timer.
+        let lent = io.lend_timer();
+        assert!(lent.has_timer() && !lent.is_set());
+        assert!(!io.deadline.has_timer());
+        io.give_back_timer(lent);
+        assert!(io.deadline.has_timer() && !io.deadline.is_set());
+        // A body on its way is timed by the guard: what is lent is an empty deadline, and
+        // given back, it does not take the place of the guard's.
+        client.write_all(b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab").await.unwrap();
+        assert!(io.read(&mut passed).await.unwrap() > 0);
+        assert!(io.deadline.is_set(), "the body timeout runs");
+        let mut lent = io.lend_timer();
+        assert!(!lent.has_timer());
+        lent.set(Duration::from_secs(1));
+        io.give_back_timer(lent);
+        assert!(io.deadline.is_set(), "the guard's body deadline stays");
+        // And it still ends a stalled body (after the bytes that came, if not read yet).
+        let mut ended = None;
+        for _ in 0..3 {
+            match tokio::time::timeout(Duration::from_secs(10), io.read(&mut passed)).await {
+                Ok(Ok(n)) if n > 0 => continue,
+                other => {
+                    ended = Some(other);
+                    break;
+                }
+            }
+        }
+        assert!(matches!(ended, Some(Ok(Err(ref e))) if e.kind() == io::ErrorKind::TimedOut), "{ended:?}");
     }
 }

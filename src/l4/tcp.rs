@@ -117,6 +117,8 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
                 }
             }
             (client_stream, reencrypt) => {
+                // Idleness is timed by the stream copy's own watchdog here.
+                drop(deadline);
                 Box::pin(async move {
                     let client_side: Box<dyn Io> = match client_stream {
                         ClientSide::Tls(stream) => stream,

@@ -337,6 +337,29 @@ async fn a_kept_alive_connection_times_each_answer_from_its_own_request() {
 }
 
 #[tokio::test]
+async fn an_upload_to_a_slow_target_also_ends_at_target_timeout() {
+    // While the body comes, the guard times it on the connection's timer: the answer is timed
+    // on one of its own.
+    let backend = Backend::start("slow").await;
+    let ballast = Ballast::start(&one_group(&backend.target(), "target_timeout = \"500ms\""));
+    let mut tcp = TcpStream::connect(ballast.addr("lb")).await.unwrap();
+    let started = std::time::Instant::now();
+    tcp.write_all(b"POST /sleep/3000 HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    tcp.write_all(b"67890").await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed without an answer");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let elapsed = started.elapsed();
+    assert!(got.starts_with(b"HTTP/1.1 504"), "{}", String::from_utf8_lossy(&got));
+    assert!(elapsed >= Duration::from_millis(500) && elapsed < Duration::from_millis(2500), "{elapsed:?}");
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_hold_no_memory_for_the_heads_they_carried() {
     // Browsers send heads of a kilobyte or more (cookies); a connection waiting for its next
     // request keeps nothing of the last one.

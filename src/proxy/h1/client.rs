@@ -160,9 +160,10 @@ fn read_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<(Response<(
         *response.version_mut() = Version::HTTP_11;
         // Values are slices of the head as read, not copies: where each field lies in it.
         let mut spans = [[0usize; 4]; MAX_FIELDS];
+        let as_read = &buf[..head_len];
         for (field, span) in fields.iter().zip(spans.iter_mut()) {
             let ([name_from, name_to], [value_from, value_to]) =
-                (offsets(buf, field.name.as_bytes())?, offsets(buf, field.value)?);
+                (offsets(as_read, field.name.as_bytes())?, offsets(as_read, field.value)?);
             *span = [name_from, name_to, value_from, value_to];
         }
         let count = fields.len();
@@ -179,11 +180,11 @@ fn read_head(buf: &mut BytesMut, head_method: bool) -> Result<Option<(Response<(
     }
 }
 
-/// Where `part`, a slice of `buf` the parser returned, lies in it.
-fn offsets(buf: &[u8], part: &[u8]) -> Result<[usize; 2], SendFailure> {
-    let from = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+/// Where `part`, a slice of `head` the parser returned, lies in it.
+fn offsets(head: &[u8], part: &[u8]) -> Result<[usize; 2], SendFailure> {
+    let from = (part.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
     match from.checked_add(part.len()) {
-        Some(to) if to <= buf.len() => Ok([from, to]),
+        Some(to) if to <= head.len() => Ok([from, to]),
         // An empty value may point anywhere.
         _ if part.is_empty() => Ok([0, 0]),
         _ => Err(SendFailure::Broken),
