@@ -17,11 +17,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
-use crate::deadline::Deadline;
-
 use super::chunked::ChunkedBody;
 use super::head::{head_end, inspect, Class, Framing};
 use crate::config::DesyncMitigation;
+use crate::deadline::Deadline;
 
 /// What the service must do with the next request hyper hands it on this connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -58,9 +58,9 @@ pub async fn forward(
         TargetProtocol::Https => Scheme::HTTPS,
         _ => Scheme::HTTP,
     };
-    if target.parsed_authority.is_none() {
+    let Some(target_authority) = target.parsed_authority.as_ref() else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
-    }
+    };
     let http2 = group.settings.protocol_version == ProtocolVersion::Http2;
     let timeout = group.settings.target_timeout;
     if parts.version == Version::HTTP_2 && !http2 {
@@ -77,9 +77,6 @@ pub async fn forward(
     if engine {
         return forward_in_engine(target, &parts, timeout).await;
     }
-    let Some(target_authority) = target.parsed_authority.clone() else {
-        return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
-    };
     // HTTP/1.1: the URI names the target, which hyper's pool connects to, and Host keeps the
     // client's host. HTTP/2: the URI names the client's host, sent as `:authority` with no Host
     // field beside it (RFC 9113, section 8.3.1); the connection goes to the target regardless.
@@ -94,9 +91,9 @@ pub async fn forward(
                 .cloned()
                 .or_else(|| host.and_then(|h| Authority::try_from(h.as_bytes()).ok()))
                 .filter(|a| !a.as_str().contains('@'))
-                .unwrap_or(target_authority)
+                .unwrap_or_else(|| target_authority.clone())
         }
-        false => target_authority,
+        false => target_authority.clone(),
     };
     let Ok(uri) = target_uri(scheme.clone(), authority, parts.uri.path_and_query()) else {
         return answer(StatusCode::BAD_GATEWAY, "the target address is not a valid authority");
