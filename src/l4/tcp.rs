@@ -87,9 +87,17 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let Some(group) = snapshot.target_groups.get(group_index) else { return };
     let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
     let flow = if needs_local { flow_hash(client, local, 6) } else { 0 };
+    // Something to send the moment the target answers: a PROXY header, a TLS hello, or the
+    // client's first bytes, already here (the usual case: a client speaks right after its
+    // handshake).
+    let sending_first = group.settings.proxy_protocol != ProxyProtocol::Off
+        || group.settings.protocol == TargetProtocol::Tls
+        || !early.is_empty()
+        || matches!(&client_stream, ClientSide::Plain(tcp) if bytes_waiting(tcp));
     // One timer for the connection: the connect's, then the idle one's.
     let mut deadline = Deadline::default();
-    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow, &mut deadline).await else {
+    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow, sending_first, &mut deadline).await
+    else {
         tracing::debug!(listener = %name, target_group = %group.name, "no target could be reached");
         return;
     };
@@ -168,13 +176,14 @@ async fn connect<'g>(
     group: &'g TargetGroup,
     zone: Option<&str>,
     flow: u64,
+    sending_first: bool,
     deadline: &mut Deadline,
 ) -> Option<(TcpStream, &'g Target)> {
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
         let target = group.pick(PickRequest { tried: &tried, zone, sticky: None, flow })?;
         deadline.set(CONNECT_TIMEOUT);
-        match deadline.within(crate::target_group::connect(&target.authority)).await {
+        match deadline.within(crate::target_group::connect(&target.authority, sending_first)).await {
             Some(Ok(stream)) => return Some((stream, target)),
             _ => {
                 target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
@@ -185,4 +194,10 @@ async fn connect<'g>(
         }
     }
     None
+}
+
+/// Whether the client has sent bytes not read yet (a peek, which takes none).
+fn bytes_waiting(tcp: &TcpStream) -> bool {
+    let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
+    socket2::SockRef::from(tcp).peek(&mut one).is_ok_and(|n| n > 0)
 }

@@ -68,7 +68,7 @@ impl tower_service::Service<Uri> for Connector {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no target address"))?
                 .as_str()
                 .to_string();
-            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&authority))
+            let tcp = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&authority, true))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             let counter = registry.connections(&authority);

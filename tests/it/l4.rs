@@ -440,3 +440,36 @@ async fn a_quiet_tcp_connection_closes_after_idle_timeout_and_a_busy_one_does_no
     assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "{ended:?}");
     assert!(quiet >= Duration::from_millis(550) && quiet < Duration::from_secs(3), "{quiet:?}");
 }
+
+#[tokio::test]
+async fn a_target_that_speaks_first_greets_a_silent_client_at_once() {
+    // An SMTP-like target: greets each connection before reading anything.
+    let socket = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = socket.accept().await {
+            tokio::spawn(async move {
+                tcp.write_all(b"220 ready\r\n").await.unwrap();
+                let mut line = [0u8; 64];
+                let n = tcp.read(&mut line).await.unwrap_or(0);
+                let _ = tcp.write_all(&[b"250 ", &line[..n]].concat()).await;
+            });
+        }
+    });
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[target], ""));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let mut client = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        let mut greeting = [0u8; 11];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut greeting)).await.unwrap().unwrap();
+        // The target sees the connection only when ballast's handshake ACK reaches it: were
+        // that ACK held back for bytes to ride on, the greeting would wait 200 ms.
+        let waited = started.elapsed();
+        assert_eq!(&greeting, b"220 ready\r\n");
+        assert!(waited < Duration::from_millis(150), "greeted after {waited:?}");
+        client.write_all(b"HELO x\r\n").await.unwrap();
+        let mut answer = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut answer)).await.unwrap().unwrap();
+        assert_eq!(&answer, b"250 HELO x\r\n");
+    }
+}

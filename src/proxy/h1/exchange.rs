@@ -241,7 +241,7 @@ pub(super) fn hung_up(e: &io::Error) -> bool {
 
 /// Opens a new connection to `target`, counted as open while it lives.
 pub(super) async fn connect(target: &Target) -> io::Result<TargetConnection> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority))
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, crate::target_group::connect(&target.authority, true))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     Ok(TargetConnection::new(stream, ConnectionGuard::count(target.connection_counter())))
