@@ -11,12 +11,13 @@ use tokio::net::TcpStream;
 /// Connects to `authority` (`ip:port`, or `host:port`, which is resolved first).
 ///
 /// `sending_first` says the caller sends the moment the connection is up (an HTTP request, a
-/// TLS hello, a PROXY header, bytes the client sent already). The kernel is then told to hold
-/// back its ACKs (`TCP_QUICKACK` off, HAProxy's `tcp-smart-connect`): the handshake's last ACK
-/// rides on those first bytes, and the ACK of the target's answer on what ballast sends next
-/// or on its close: two packets fewer for a short connection. A target that speaks first
-/// (SMTP, SSH, MySQL) would wait up to 200 ms for that held-back ACK, so without
-/// `sending_first` nothing is held back.
+/// TLS hello, a PROXY header, bytes the client sent already). On Linux, for an `ip:port`
+/// authority, the kernel is then told to hold back its ACKs (`TCP_QUICKACK` off, HAProxy's
+/// `tcp-smart-connect`): the handshake's last ACK rides on those first bytes, and on a short
+/// L4 connection the ACK of the target's answer on ballast's close: two packets fewer. A
+/// target that speaks first (SMTP, SSH, MySQL) would wait up to 200 ms for that held-back
+/// ACK, so without `sending_first` nothing is held back. (A `host:port` authority is
+/// connected by tokio, and other systems keep their ACKs as they are.)
 pub async fn connect(authority: &str, sending_first: bool) -> io::Result<TcpStream> {
     let Ok(addr) = authority.parse::<SocketAddr>() else {
         let tcp = TcpStream::connect(authority).await?;
@@ -44,8 +45,9 @@ pub async fn connect(authority: &str, sending_first: bool) -> io::Result<TcpStre
     Ok(tcp)
 }
 
-/// Lets the kernel hold back ACKs until ballast sends (at most the delayed-ACK time, ~40 ms
-/// once connected). Bulk transfers still ACK every second segment.
+/// Lets the kernel hold back ACKs until ballast sends: the handshake's for up to 200 ms, later
+/// ones for the delayed-ACK time (40 ms or more). Bulk transfers still ACK every second
+/// segment.
 #[cfg(target_os = "linux")]
 fn delay_acks(socket: &socket2::Socket) -> io::Result<()> {
     socket.set_quickack(false)
@@ -91,10 +93,13 @@ mod tests {
             let mut tcp = connect(&addr, sending_first).await.unwrap();
             tcp.write_all(b"ping").await.unwrap();
             let mut ping = [0u8; 4];
-            listener.accept().await.unwrap().0.read_exact(&mut ping).await.unwrap();
+            // Kept open until the count is read: its close would be ACKed.
+            let (mut accepted, _) = listener.accept().await.unwrap();
+            accepted.read_exact(&mut ping).await.unwrap();
             // SYN and the bytes (carrying the ACK), or SYN, ACK and the bytes.
             let expected = if sending_first { 2 } else { 3 };
             assert_eq!(segments_sent(&tcp), expected, "sending first: {sending_first}");
+            drop(accepted);
         }
     }
 

@@ -457,19 +457,22 @@ async fn a_target_that_speaks_first_greets_a_silent_client_at_once() {
         }
     });
     let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[target], ""));
+    let mut waits = Vec::new();
     for _ in 0..3 {
         let started = std::time::Instant::now();
         let mut client = TcpStream::connect(ballast.addr("l4")).await.unwrap();
         let mut greeting = [0u8; 11];
         tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut greeting)).await.unwrap().unwrap();
-        // The target sees the connection only when ballast's handshake ACK reaches it: were
-        // that ACK held back for bytes to ride on, the greeting would wait 200 ms.
-        let waited = started.elapsed();
+        waits.push(started.elapsed());
         assert_eq!(&greeting, b"220 ready\r\n");
-        assert!(waited < Duration::from_millis(150), "greeted after {waited:?}");
         client.write_all(b"HELO x\r\n").await.unwrap();
         let mut answer = [0u8; 12];
         tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut answer)).await.unwrap().unwrap();
         assert_eq!(&answer, b"250 HELO x\r\n");
     }
+    // The target sees a connection only when ballast's handshake ACK reaches it: were that ACK
+    // held back for bytes to ride on, every greeting would wait 200 ms (one slow round on a
+    // busy machine is not that).
+    let quickest = waits.iter().min().copied().unwrap_or_default();
+    assert!(quickest < Duration::from_millis(150), "greeted after {waits:?}");
 }
