@@ -19,3 +19,5 @@ pub mod shards;
 pub mod snapshot;
 pub mod state;
 pub mod target_group;
+#[cfg(all(test, target_os = "linux"))]
+mod testing;

@@ -278,6 +278,8 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(target_os = "linux")]
+    use crate::testing::tcp_info;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
@@ -308,26 +310,6 @@ mod tests {
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(1 << 20, 6));
-    }
-
-    /// The kernel's `TCP_INFO` on `tcp`.
-    #[cfg(target_os = "linux")]
-    fn tcp_info(tcp: &TcpStream) -> libc::tcp_info {
-        use std::os::fd::AsRawFd;
-        // SAFETY: a zeroed tcp_info is valid; getsockopt fills at most `len` bytes of it.
-        unsafe {
-            let mut info: libc::tcp_info = std::mem::zeroed();
-            let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-            let rc = libc::getsockopt(
-                tcp.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_INFO,
-                (&mut info as *mut libc::tcp_info).cast(),
-                &mut len,
-            );
-            assert_eq!(rc, 0, "TCP_INFO");
-            info
-        }
     }
 
     #[cfg(target_os = "linux")]

@@ -98,22 +98,9 @@ mod tests {
             accepted.read_exact(&mut ping).await.unwrap();
             // SYN and the bytes (carrying the ACK), or SYN, ACK and the bytes.
             let expected = if sending_first { 2 } else { 3 };
-            assert_eq!(segments_sent(&tcp), expected, "sending first: {sending_first}");
+            assert_eq!(crate::testing::tcp_info(&tcp).tcpi_segs_out, expected, "sending first: {sending_first}");
             drop(accepted);
         }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn segments_sent(tcp: &TcpStream) -> u32 {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `info` is a plain C struct, written by the kernel up to `len` bytes.
-        let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-        let info_ptr = (&mut info as *mut libc::tcp_info).cast();
-        // SAFETY: the descriptor is open and `info_ptr`/`len` describe `info`.
-        let done = unsafe { libc::getsockopt(tcp.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_INFO, info_ptr, &mut len) };
-        assert_eq!(done, 0, "{}", io::Error::last_os_error());
-        info.tcpi_segs_out
     }
 
     #[tokio::test]
