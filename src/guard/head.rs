@@ -91,7 +91,7 @@ pub enum Framing {
 
 /// What [`inspect`] found in one request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Verdict {
+pub struct Verdict<'a> {
     /// The desync class.
     pub class: Class,
     /// What decided the verdict: the refusal's reason when `refuse` is set, otherwise
@@ -107,24 +107,27 @@ pub struct Verdict {
     /// The head to send on: request line, `Name: value` fields, empty line, all CRLF; at most
     /// one Content-Length or one `Transfer-Encoding: chunked`, matching `framing`.
     pub head: Vec<u8>,
-    /// The host to route by (lower-case, port kept): from an absolute-form target, else from
-    /// the Host field, when there is exactly one valid non-empty one.
-    pub host: Option<String>,
+    /// The host to route by, as sent (port kept; hosts compare without regard to case): from
+    /// an absolute-form target, else from the Host field, when there is exactly one valid
+    /// non-empty one, not folded.
+    pub host: Option<&'a str>,
 }
 
 /// Parses and classifies a request head: `raw` holds the bytes up to and including the blank
 /// line that ends the head (CRLF or bare LF line ends; empty lines before the request line
 /// are skipped, bytes after the blank line are not looked at).
-pub fn inspect(raw: &[u8]) -> Verdict {
+pub fn inspect(raw: &[u8]) -> Verdict<'_> {
     let mut grade = Grade::default();
-    let (lines, complete) = split_lines(raw);
-    if !complete {
+    let lines = Lines::new(raw);
+    let ends = LineEnds::of(lines.clone());
+    if !ends.complete {
         grade.note(Class::Severe, "MissingLastEmptyLine", Some(400));
     }
-    grade_line_ends(&lines, &mut grade);
-    let (first, rest) = lines.split_first().map_or((&b""[..], &[][..]), |(f, r)| (f.text, r));
+    ends.grade(&mut grade);
+    let mut lines = lines.map(|l| l.text);
+    let first = lines.next().unwrap_or(b"");
     let line = request_line::parse(first, &mut grade);
-    let fields = fields::parse(rest.iter().map(|l| l.text), &mut grade);
+    let fields = fields::parse(lines, ends.count.saturating_sub(1), &mut grade);
     let framing = framing::decide(&fields, &line, &mut grade);
     request_line::check_target(&line, &mut grade);
     let host = host(&fields, &line, &mut grade);
@@ -188,26 +191,78 @@ struct Line<'a> {
     bare_lf: bool,
 }
 
-/// Splits a head into its lines up to the empty one; `false` when no empty line ends it.
-fn split_lines(raw: &[u8]) -> (Vec<Line<'_>>, bool) {
-    let mut lines = Vec::new();
-    let mut rest = &raw[skip_empty_lines(raw)..];
-    while !rest.is_empty() {
-        let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-            lines.push(Line { text: rest, bare_lf: false });
-            return (lines, false);
+/// The lines of a head, without their line ends, up to and including the empty one.
+#[derive(Clone)]
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Lines<'a> {
+    fn new(raw: &'a [u8]) -> Self {
+        Lines { rest: &raw[skip_empty_lines(raw)..] }
+    }
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Line<'a>;
+
+    fn next(&mut self) -> Option<Line<'a>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let Some(lf) = self.rest.iter().position(|&b| b == b'\n') else {
+            let text = std::mem::take(&mut self.rest);
+            return Some(Line { text, bare_lf: false });
         };
-        let (text, bare_lf) = match rest[..lf].strip_suffix(b"\r") {
+        let (text, bare_lf) = match self.rest[..lf].strip_suffix(b"\r") {
             Some(text) => (text, false),
-            None => (&rest[..lf], true),
+            None => (&self.rest[..lf], true),
         };
-        rest = &rest[lf + 1..];
-        lines.push(Line { text, bare_lf });
-        if text.is_empty() {
-            return (lines, true);
+        // Nothing after the empty line is the head's.
+        self.rest = if text.is_empty() { &[] } else { &self.rest[lf + 1..] };
+        Some(Line { text, bare_lf })
+    }
+}
+
+/// How the lines of a head end, found in one pass before they are parsed.
+struct LineEnds {
+    /// Lines, the empty one included.
+    count: usize,
+    /// Whether an empty line ends the head.
+    complete: bool,
+    /// The first line ending with a bare LF, if any.
+    first_bare: Option<usize>,
+    /// Whether every line ends with a bare LF.
+    all_bare: bool,
+}
+
+impl LineEnds {
+    fn of(lines: Lines<'_>) -> Self {
+        let mut ends = LineEnds { count: 0, complete: false, first_bare: None, all_bare: true };
+        for (i, line) in lines.enumerate() {
+            ends.count = i + 1;
+            ends.complete = line.text.is_empty();
+            if line.bare_lf {
+                ends.first_bare.get_or_insert(i);
+            } else {
+                ends.all_bare = false;
+            }
+        }
+        ends
+    }
+
+    /// Bare LF line ends: tolerated (but refused) when every line uses them; severe when
+    /// mixed with CRLF, since a CRLF-only parser then reads a different head.
+    fn grade(&self, grade: &mut Grade) {
+        let Some(first_bare) = self.first_bare else { return };
+        if self.all_bare {
+            grade.note(Class::Acceptable, "NonCrLfLineTermination", Some(400));
+        } else if first_bare == 0 {
+            grade.note(Class::Severe, "BadUri", Some(400));
+        } else {
+            grade.note(Class::Severe, "BadHeader", Some(400));
         }
     }
-    (lines, false)
 }
 
 /// The length of the empty lines a server ignores before a request line (RFC 9112 §2.2).
@@ -222,30 +277,18 @@ fn skip_empty_lines(buf: &[u8]) -> usize {
     }
 }
 
-/// Bare LF line ends: tolerated (but refused) when every line uses them; severe when mixed
-/// with CRLF, since a CRLF-only parser then reads a different head.
-fn grade_line_ends(lines: &[Line<'_>], grade: &mut Grade) {
-    let Some(first_bare) = lines.iter().position(|l| l.bare_lf) else { return };
-    if lines.iter().all(|l| l.bare_lf) {
-        grade.note(Class::Acceptable, "NonCrLfLineTermination", Some(400));
-    } else if first_bare == 0 {
-        grade.note(Class::Severe, "BadUri", Some(400));
-    } else {
-        grade.note(Class::Severe, "BadHeader", Some(400));
-    }
-}
-
 /// The Host rules of RFC 9112 §3.2, and the host to route by.
-fn host(fields: &[Field<'_>], line: &RequestLine<'_>, grade: &mut Grade) -> Option<String> {
-    let hosts: Vec<&Field<'_>> = fields.iter().filter(|f| f.is_host()).collect();
-    if hosts.len() > 1 {
+fn host<'a>(fields: &[Field<'a>], line: &RequestLine<'a>, grade: &mut Grade) -> Option<&'a str> {
+    let mut hosts = fields.iter().filter(|f| f.is_host());
+    let (first, more) = (hosts.next(), hosts.next().is_some());
+    if more {
         grade.note(Class::Ambiguous, "MultipleHost", Some(400));
-    } else if hosts.is_empty() && line.version.is_1_1_or_later() {
+    } else if first.is_none() && line.version.is_1_1_or_later() {
         grade.note(Class::Compliant, "MissingHost", Some(400));
     }
-    let value = match hosts.as_slice() {
-        [one] if syntax::valid_host(&one.value) => Some(&one.value[..]),
-        [_] => {
+    let value = match (first, more) {
+        (Some(one), false) if syntax::valid_host(&one.value) => one.value_as_sent(),
+        (Some(_), false) => {
             grade.note(Class::Compliant, "InvalidHost", Some(400));
             None
         }
@@ -253,5 +296,5 @@ fn host(fields: &[Field<'_>], line: &RequestLine<'_>, grade: &mut Grade) -> Opti
     };
     let value = syntax::absolute_form_authority(line.target).or(value)?;
     let value = std::str::from_utf8(value).ok()?;
-    (!value.is_empty()).then(|| value.to_ascii_lowercase())
+    (!value.is_empty()).then_some(value)
 }

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::chunked::ChunkedBody;
-use super::head::{head_end, inspect, Class, Framing};
+use super::head::{head_end, inspect, Class, Framing, Verdict};
 use crate::config::DesyncMitigation;
 use crate::deadline::Deadline;
 
@@ -297,9 +297,9 @@ impl<S> GuardedIo<S> {
 
     /// Handles a complete head of `len` bytes at the start of `raw`.
     fn take_head(&mut self, len: usize) {
-        let verdict = inspect(&self.raw[..len]);
+        let Verdict { class, reason, refuse, framing, head, .. } = inspect(&self.raw[..len]);
         self.raw.drain(..len);
-        let class_index = match verdict.class {
+        let class_index = match class {
             Class::Compliant => 0,
             Class::Acceptable => 1,
             Class::Ambiguous => 2,
@@ -307,14 +307,14 @@ impl<S> GuardedIo<S> {
         };
         self.settings.classes[class_index].inc();
         let mode = self.settings.mode;
-        let target_len = verdict.head.split(|&b| b == b' ').nth(1).map_or(0, <[u8]>::len);
+        let target_len = head.split(|&b| b == b' ').nth(1).map_or(0, <[u8]>::len);
         if target_len > self.settings.max_uri_bytes {
             return self.refuse(414, "uri_too_long");
         }
-        if let (Some(status), false) = (verdict.refuse, mode == DesyncMitigation::Monitor) {
-            return self.refuse(status, verdict.reason);
+        if let (Some(status), false) = (refuse, mode == DesyncMitigation::Monitor) {
+            return self.refuse(status, reason);
         }
-        let (forward, close) = match (mode, verdict.class) {
+        let (forward, close) = match (mode, class) {
             // Monitor forwards everything, but a head that may frame its body differently
             // at the target ends its connection: nothing after it can pass as a request.
             (DesyncMitigation::Monitor, class) => (true, class >= Class::Ambiguous),
@@ -324,23 +324,23 @@ impl<S> GuardedIo<S> {
             _ => (false, true),
         };
         if !forward {
-            return self.refuse(400, verdict.reason);
+            return self.refuse(400, reason);
         }
-        if let Framing::Length(n) = verdict.framing {
+        if let Framing::Length(n) = framing {
             if self.settings.max_body_bytes > 0 && n > self.settings.max_body_bytes {
                 return self.refuse(413, "body_too_large");
             }
         }
         self.decide(Decision::Forward { close });
-        let upgrade = has_field(&verdict.head, b"upgrade");
+        let upgrade = has_field(&head, b"upgrade");
         if self.out.is_empty() {
-            self.out = verdict.head;
+            self.out = head;
         } else {
-            self.out.extend_from_slice(&verdict.head);
+            self.out.extend_from_slice(&head);
         }
         self.close_after_body = close;
         self.body_seen = 0;
-        self.phase = match verdict.framing {
+        self.phase = match framing {
             Framing::None if upgrade && !close => Phase::Tunnel,
             Framing::None | Framing::Length(0) => self.after_body(),
             Framing::Length(n) => Phase::Length(n),

@@ -9,7 +9,7 @@ use crate::config::{ProtocolVersion, TargetProtocol};
 use crate::guard::http1_stream::{Decision, GuardedIo, OwnDecisions};
 use crate::guard::rate_limit::retry_after_seconds;
 use crate::metrics::{class_index, CodeLabel};
-use crate::proxy::h1::{self, own_answer, request, Ended, RequestFacts, MAX_FIELDS};
+use crate::proxy::h1::{self, own_answer, request, Ended, RequestFacts, Spare, MAX_FIELDS};
 use crate::proxy::Client;
 use crate::routing::{ActionPlan, Fields, RequestHead};
 use crate::snapshot::{ListenerPlan, Snapshot};
@@ -50,7 +50,7 @@ pub async fn serve<S>(io: &mut GuardedIo<S>, state: &State, name: &str, client: 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut buf: Vec<u8> = Vec::new();
+    let mut buf = Spare::take();
     let mut out: Vec<u8> = Vec::new();
     loop {
         if buf.is_empty() && !io.has_buffered() {
@@ -60,7 +60,7 @@ where
         }
         let snapshot = state.snapshot();
         // A listener a reload removed: hyper answers 503.
-        let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf) };
+        let Some(listener) = snapshot.listener(name) else { return Outcome::Hyper(buf.into_inner()) };
         let step = loop {
             out.clear();
             match prepare(state, &snapshot, listener, *client, &buf, io.own_decisions(), &mut out) {
@@ -68,7 +68,7 @@ where
                 step => break step,
             }
             buf.reserve(HEAD_ROOM);
-            match io.read_buf(&mut buf).await {
+            match io.read_buf(&mut *buf).await {
                 Ok(0) | Err(_) => return Outcome::Closed,
                 Ok(_) => {}
             }
@@ -80,7 +80,7 @@ where
             _ => false,
         };
         let keep_alive = match step {
-            Step::NeedMore | Step::Hyper => return Outcome::Hyper(buf),
+            Step::NeedMore | Step::Hyper => return Outcome::Hyper(buf.into_inner()),
             Step::Answer { status, close, group } => {
                 count(state, listener, group, status, true);
                 if write_answer(io, &out).await.is_err() {

@@ -33,7 +33,15 @@ pub(super) struct Field<'a> {
     pub emit: bool,
 }
 
-impl Field<'_> {
+impl<'a> Field<'a> {
+    /// The value as the client sent it: `None` when it was joined from folded lines.
+    pub(super) fn value_as_sent(&self) -> Option<&'a [u8]> {
+        match self.value {
+            Cow::Borrowed(value) => Some(value),
+            Cow::Owned(_) => None,
+        }
+    }
+
     /// The framing field this one counts as when grading (look-alikes included).
     pub(super) fn framer(&self) -> Option<Framer> {
         match self.likeness {
@@ -56,10 +64,10 @@ impl Field<'_> {
     }
 }
 
-/// Parses and grades the field lines (`lines` holds no line ends and stops before the empty
-/// line).
-pub(super) fn parse<'a>(lines: impl ExactSizeIterator<Item = &'a [u8]>, grade: &mut Grade) -> Vec<Field<'a>> {
-    let mut fields: Vec<Field<'a>> = Vec::with_capacity(lines.len());
+/// Parses and grades the field lines (`lines`, about `count` of them, holds no line ends; an
+/// empty one is skipped).
+pub(super) fn parse<'a>(lines: impl Iterator<Item = &'a [u8]>, count: usize, grade: &mut Grade) -> Vec<Field<'a>> {
+    let mut fields: Vec<Field<'a>> = Vec::with_capacity(count);
     for line in lines {
         if line.is_empty() {
             continue;

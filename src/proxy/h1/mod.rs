@@ -14,10 +14,12 @@ pub mod own_answer;
 mod pool;
 pub mod request;
 mod response;
+mod spare;
 
 pub use exchange::{forward, AnswerTimeout, Ended};
 pub use pool::{IdlePool, TargetConnection};
 pub use request::{RequestFacts, MAX_FIELDS};
+pub use spare::Spare;
 
 /// Appends `n` in decimal to `out`: the numbers of a head (status, lengths, ports), written
 /// without the formatting machinery.
