@@ -20,6 +20,12 @@ Left to the kernel, where the load generator's threads land decides the result: 
 woken onto the proxy's core preempts it once per response (traced with `perf sched`: ballast
 was preempted 5,000 times a second by wrk on one run, HAProxy 1,000 on the next, for no reason
 of their own). At all cores nothing is pinned.
+
+wrk runs one thread per core the load may use: one at one worker thread, where the load has a
+core of its own, and all at all cores. Two wrk threads on one core gave no more requests (a:
+76.8k rps with one, 77.0k with two, behind ballast) but took turns on it with each other and
+with the NGINX backend, and those turns set the p99 (`wrk_us`, `epoll_wait` per request and
+wrk's latency spread in bench/RESULTS.md, step 39).
 """
 
 import asyncio
@@ -329,7 +335,11 @@ def parse_latency(text, pct):
 
 
 def wrk(url, connections=64, close=False):
-    cmd = ["wrk", "-t", "2", "-c", str(connections), "--latency"]
+    # One wrk thread per core the load may use (this process's, inherited): two threads on
+    # the one load core of a one-thread run add no load, only turns between them, and those
+    # turns made the p99 (module doc).
+    threads = max(1, len(os.sched_getaffinity(0)))
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "--latency"]
     if close:
         cmd += ["-H", "Connection: close"]
     # A second of the same load first, not counted (as h2load's --warm-up-time for d): each

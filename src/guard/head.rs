@@ -107,9 +107,10 @@ pub struct Verdict<'a> {
     /// The head to send on: request line, `Name: value` fields, empty line, all CRLF; at most
     /// one Content-Length or one `Transfer-Encoding: chunked`, matching `framing`.
     pub head: Vec<u8>,
-    /// The host to route by, as sent (port kept; hosts compare without regard to case): from
-    /// an absolute-form target, else from the Host field, when there is exactly one valid
-    /// non-empty one, not folded.
+    /// The host to route by, in the case the client wrote it (port kept; hosts compare
+    /// without regard to case): the authority of an absolute-form target (without `user@`),
+    /// else the value of the Host field, trimmed, when there is exactly one valid non-empty
+    /// one on a line of its own (a folded Host, already ambiguous, gives none).
     pub host: Option<&'a str>,
 }
 

@@ -64,8 +64,8 @@ impl<'a> Field<'a> {
     }
 }
 
-/// Parses and grades the field lines (`lines`, about `count` of them, holds no line ends; an
-/// empty one is skipped).
+/// Parses and grades the field lines: `lines`, `count` of them (the empty line that ends the
+/// head included, and skipped), without their line ends.
 pub(super) fn parse<'a>(lines: impl Iterator<Item = &'a [u8]>, count: usize, grade: &mut Grade) -> Vec<Field<'a>> {
     let mut fields: Vec<Field<'a>> = Vec::with_capacity(count);
     for line in lines {

@@ -161,6 +161,9 @@ fn host_rules_of_http_1_1() {
     let v = inspect(b"GET http://Target.example:81/x HTTP/1.1\r\nHost: [::1]:80\r\n\r\n");
     expect(&v, Class::Compliant, "Compliant", None);
     assert_eq!(v.host, Some("Target.example:81"));
+    // A folded Host is ambiguous, and names no host to route by.
+    let v = inspect(b"GET / HTTP/1.1\r\nHost: example.com\r\n .test\r\n\r\n");
+    assert_eq!((v.class, v.host), (Class::Ambiguous, None));
 }
 
 #[test]
