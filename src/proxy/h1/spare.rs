@@ -2,7 +2,8 @@
 //! from here and goes back when the request is done, so a keep-alive connection still holds
 //! none while it waits, and the allocator is not asked for four kilobytes on every request.
 //! (glibc's fast per-thread cache stops at about one kilobyte: a larger block freed and taken
-//! again went through its general bins, 2% of the engine's CPU time on small requests.)
+//! again went through its general bins; keeping it here measured 0.9% less CPU per small
+//! keep-alive request.)
 
 use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
