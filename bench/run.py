@@ -221,12 +221,18 @@ defaults
     option http-keep-alive
     option forwardfor
 
+# ballast adds ELB's three X-Forwarded-* fields to every request; each proxy here does the
+# same, so that the backend parses the same request behind each.
 frontend http
     bind 127.0.0.1:{HTTP + shift}
+    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Port %[dst_port]
     default_backend web
 
 frontend https
     bind 127.0.0.1:{HTTPS + shift} ssl crt {combined} alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Port %[dst_port]
     default_backend web
 
 backend web
@@ -287,6 +293,8 @@ http {{
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Port $server_port;
         }}
     }}
 }}
