@@ -8,7 +8,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -81,12 +81,12 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
             // Boxed: a short connection's copy need not carry its room.
             return Box::pin(splice_rest(from, to, last, ended, total)).await;
         }
-        from.readable().await?;
+        let ready = from.ready(Interest::READABLE).await?;
         // Read into the worker's buffer and passed straight on: an idle connection holds no
         // buffer, and only bytes the peer cannot take yet are copied out, to wait.
         let step = CHUNK_BUFFER.with_borrow_mut(|chunk| {
             chunk.clear();
-            let end = read_some(&from, chunk);
+            let end = read_some(from.as_ref(), chunk, ready.is_read_closed());
             if chunk.is_empty() {
                 return Step { read: 0, left: Vec::new(), end };
             }
@@ -133,19 +133,51 @@ enum End {
     Failed(io::Error),
 }
 
-/// Reads what `from` has into `chunk`, up to its capacity: until it would block, ends or
-/// fails. A read that follows bytes is one a copy makes anyway, before or after passing
-/// them on; made before, it learns whether the end comes with them.
-fn read_some(from: &OwnedReadHalf, chunk: &mut Vec<u8>) -> Option<End> {
+/// Reads what `from` has into `chunk`, up to its capacity: until it is drained, ends or
+/// fails. When the peer's end has been seen (`ending`), reads on after the bytes, to learn
+/// that the end comes with them.
+///
+/// A read that leaves room in `chunk` took all the socket held: another would only find it
+/// empty, a system call for nothing (one in every short connection's request). So `from` is
+/// marked not ready without it; bytes that come later bring their own readiness event.
+fn read_some(from: &TcpStream, chunk: &mut Vec<u8>, ending: bool) -> Option<End> {
     while chunk.len() < chunk.capacity() {
         match from.try_read_buf(chunk) {
             Ok(0) => return Some(End::Closed),
+            Ok(_) if !ending && chunk.len() < chunk.capacity() => {
+                let _ = from.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                return None;
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) => return Some(End::Failed(e)),
         }
     }
     None
+}
+
+/// What `client` has sent and was not read yet, read now (nothing when it has sent nothing
+/// yet). The copy that follows starts after these bytes; an end or a failure met here is met
+/// by it again.
+///
+/// Read straight from the socket, not through the runtime: a connection just accepted may
+/// not have had its first readiness event yet, and its bytes are wanted now (they tell that
+/// ballast sends first).
+pub fn take_waiting(client: &TcpStream) -> Vec<u8> {
+    CHUNK_BUFFER.with_borrow_mut(|chunk| {
+        chunk.clear();
+        let Ok(n) = socket2::SockRef::from(client).recv(chunk.spare_capacity_mut()) else {
+            return Vec::new();
+        };
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        unsafe { chunk.set_len(n) };
+        if n > 0 && n < chunk.capacity() {
+            // All the socket held: no read for nothing when the copy starts, unless the
+            // runtime has a readiness event still to come for these bytes.
+            let _ = client.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+        }
+        chunk.to_vec()
+    })
 }
 
 /// Sends as much of `bytes` on `to` as it takes now; with `more`, the bytes wait in the
@@ -183,7 +215,6 @@ async fn splice_rest(
     mut total: u64,
 ) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
-    use tokio::io::Interest;
 
     let (source, sink): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
     let pipe = Pipe::new()?;
@@ -310,6 +341,41 @@ mod tests {
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(1 << 20, 6));
+    }
+
+    /// Short exchanges, each read whole at once: bytes that come after a read that drained
+    /// the socket still pass, in both directions, including those the client sent before the
+    /// copy began.
+    #[tokio::test]
+    async fn a_conversation_passes_turn_by_turn_after_reads_that_drain_the_socket() {
+        let (mut client, client_side) = pair().await;
+        let (target_side, mut target) = pair().await;
+        client.write_all(b"hello").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let early = take_waiting(&client_side);
+        assert_eq!(early, b"hello", "the bytes sent before the copy are taken at once");
+        assert!(take_waiting(&client_side).is_empty(), "and only once");
+        let mut target_side = target_side;
+        target_side.write_all(&early).await.unwrap();
+        let copier = tokio::spawn(async move {
+            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+        });
+        let turn = Duration::from_secs(5);
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(turn, target.read(&mut buf)).await.unwrap().unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        for round in 0..20u8 {
+            target.write_all(&[b'a' + round]).await.unwrap();
+            let n = tokio::time::timeout(turn, client.read(&mut buf)).await.expect("the answer passed").unwrap();
+            assert_eq!(&buf[..n], &[b'a' + round]);
+            client.write_all(&[b'A' + round, b'!']).await.unwrap();
+            let n = tokio::time::timeout(turn, target.read(&mut buf)).await.expect("the request passed").unwrap();
+            assert_eq!(&buf[..n], &[b'A' + round, b'!']);
+        }
+        client.shutdown().await.unwrap();
+        target.shutdown().await.unwrap();
+        let end = tokio::time::timeout(turn, copier).await.unwrap().unwrap().unwrap();
+        assert_eq!(end, CopyEnd::Closed(40, 20));
     }
 
     #[cfg(target_os = "linux")]

@@ -11,7 +11,7 @@ use tokio_rustls::TlsAcceptor;
 use super::prefixed::read_proxy_header;
 use super::prefixed::Prefixed;
 use super::proxy_protocol::{self, Transport, Version};
-use super::splice::{copy_both_ways, CopyEnd};
+use super::splice::{copy_both_ways, take_waiting, CopyEnd};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
 use crate::config::{Algorithm, ProxyProtocol, TargetProtocol};
@@ -81,19 +81,23 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
             }
         }
     };
-    let early = if matches!(client_stream, ClientSide::Tls(_)) { Vec::new() } else { early };
+    let mut early = if matches!(client_stream, ClientSide::Tls(_)) { Vec::new() } else { early };
+    // The client's first bytes, when already here (the usual case: a client speaks right after
+    // its handshake), are read before the target is chosen: the read the copy would make, and
+    // they tell that ballast sends first.
+    if let (ClientSide::Plain(tcp), true) = (&client_stream, early.is_empty()) {
+        early = take_waiting(tcp);
+    }
 
     let snapshot = state.snapshot();
     let Some(group) = snapshot.target_groups.get(group_index) else { return };
     let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
     let flow = if needs_local { flow_hash(client, local, 6) } else { 0 };
     // Something to send the moment the target answers: a PROXY header, a TLS hello, or the
-    // client's first bytes, already here (the usual case: a client speaks right after its
-    // handshake).
+    // client's first bytes.
     let sending_first = group.settings.proxy_protocol != ProxyProtocol::Off
         || group.settings.protocol == TargetProtocol::Tls
-        || !early.is_empty()
-        || matches!(&client_stream, ClientSide::Plain(tcp) if bytes_waiting(tcp));
+        || !early.is_empty();
     // One timer for the connection: the connect's, then the idle one's.
     let mut deadline = Deadline::default();
     let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow, sending_first, &mut deadline).await
@@ -194,10 +198,4 @@ async fn connect<'g>(
         }
     }
     None
-}
-
-/// Whether the client has sent bytes not read yet (a peek, which takes none).
-fn bytes_waiting(tcp: &TcpStream) -> bool {
-    let mut one = [std::mem::MaybeUninit::<u8>::uninit()];
-    socket2::SockRef::from(tcp).peek(&mut one).is_ok_and(|n| n > 0)
 }
