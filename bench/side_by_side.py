@@ -13,7 +13,9 @@ of speed or latency; run.py measures those.
 
 Usage: bench/run.sh builds ballast and installs the tools; then
     python3 bench/side_by_side.py
-BENCH_ROUNDS (default 5), BENCH_ONLY=a,e2 (workloads: a b c1 c2 d e2), BENCH_WITH_NGINX=1.
+BENCH_ROUNDS (default 5), BENCH_ONLY=a,e2 (workloads: a b c1 c2 d e2), BENCH_WITH_NGINX=1,
+BENCH_BASELINE=path/to/another/ballast (runs that build as "baseline" beside this one, in
+HAProxy's place: what a change to ballast saves, in CPU per request).
 Results: printed, and written to bench/out/side_by_side.{md,json}.
 """
 
@@ -32,7 +34,8 @@ import run as R  # noqa: E402  (the proxies' configs and the helpers are shared)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", 5))
 DURATION = 5
 # Each proxy listens this far above run.py's ports, so that two can run at once.
-SHIFTS = {"ballast": 10000, "haproxy": 20000, "nginx": 30000}
+SHIFTS = {"ballast": 10000, "haproxy": 20000, "baseline": 20000, "nginx": 30000}
+BASELINE = os.environ.get("BENCH_BASELINE")
 
 WORKLOADS = {
     "a": ("HTTP/1.1 keep-alive, 64 conns", "http", False),
@@ -109,7 +112,7 @@ def main():
     cert, key, combined = R.certificate(work)
     backends = subprocess.Popen(R.backend_config(work), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     os.sched_setaffinity(0, load_cpus)
-    names = ["ballast", "haproxy"] + (["nginx"] if os.environ.get("BENCH_WITH_NGINX") else [])
+    names = ["ballast", "baseline" if BASELINE else "haproxy"] + (["nginx"] if os.environ.get("BENCH_WITH_NGINX") else [])
     results = {}
     try:
         for port in R.BACKENDS:
@@ -120,6 +123,10 @@ def main():
             "haproxy": R.haproxy_config(work, 1, combined, SHIFTS["haproxy"]),
             "nginx": R.nginx_config(work, 1, cert, key, SHIFTS["nginx"]),
         }
+        if BASELINE:
+            ours, R.BALLAST = R.BALLAST, os.path.abspath(BASELINE)
+            configs["baseline"] = R.ballast_config(work, 1, cert, key, SHIFTS["baseline"])
+            R.BALLAST = ours
         proxies = {name: configs[name] for name in names}
         for key_, (label, kind, close) in WORKLOADS.items():
             for rnd in range(ROUNDS):
