@@ -145,7 +145,7 @@ fn read_some(from: &TcpStream, chunk: &mut Vec<u8>, ending: bool) -> Option<End>
         match from.try_read_buf(chunk) {
             Ok(0) => return Some(End::Closed),
             Ok(_) if !ending && chunk.len() < chunk.capacity() => {
-                let _ = from.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+                mark_drained(from);
                 return None;
             }
             Ok(_) => {}
@@ -172,12 +172,17 @@ pub fn take_waiting(client: &TcpStream) -> Vec<u8> {
         // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
         unsafe { chunk.set_len(n) };
         if n > 0 && n < chunk.capacity() {
-            // All the socket held: no read for nothing when the copy starts, unless the
-            // runtime has a readiness event still to come for these bytes.
-            let _ = client.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
+            mark_drained(client);
         }
         chunk.to_vec()
     })
+}
+
+/// Tells the runtime that `tcp` has nothing left to read, as a read that would block does,
+/// without making that read. Bytes that come later set it ready again. (A readiness event
+/// still to come for bytes already read finds the socket empty, and the kernel drops it.)
+fn mark_drained(tcp: &TcpStream) {
+    let _ = tcp.try_io(Interest::READABLE, || Err::<(), _>(io::ErrorKind::WouldBlock.into()));
 }
 
 /// Sends as much of `bytes` on `to` as it takes now; with `more`, the bytes wait in the
@@ -349,13 +354,12 @@ mod tests {
     #[tokio::test]
     async fn a_conversation_passes_turn_by_turn_after_reads_that_drain_the_socket() {
         let (mut client, client_side) = pair().await;
-        let (target_side, mut target) = pair().await;
+        let (mut target_side, mut target) = pair().await;
         client.write_all(b"hello").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let early = take_waiting(&client_side);
         assert_eq!(early, b"hello", "the bytes sent before the copy are taken at once");
         assert!(take_waiting(&client_side).is_empty(), "and only once");
-        let mut target_side = target_side;
         target_side.write_all(&early).await.unwrap();
         let copier = tokio::spawn(async move {
             copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
@@ -376,6 +380,21 @@ mod tests {
         target.shutdown().await.unwrap();
         let end = tokio::time::timeout(turn, copier).await.unwrap().unwrap().unwrap();
         assert_eq!(end, CopyEnd::Closed(40, 20));
+    }
+
+    /// A connection just accepted and handed to the runtime, as `listener::accept` does, has
+    /// had no readiness event yet; its first bytes are taken all the same (they decide that
+    /// ballast sends first, and so holds back its ACKs).
+    #[tokio::test]
+    async fn first_bytes_are_taken_before_the_runtime_has_seen_them() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std::io::Write::write_all(&mut client, b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let accepted = TcpStream::from_std(accepted).unwrap();
+        assert_eq!(take_waiting(&accepted), b"GET / HTTP/1.1\r\n\r\n");
     }
 
     #[cfg(target_os = "linux")]

@@ -85,8 +85,10 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     // The client's first bytes, when already here (the usual case: a client speaks right after
     // its handshake), are read before the target is chosen: the read the copy would make, and
     // they tell that ballast sends first.
-    if let (ClientSide::Plain(tcp), true) = (&client_stream, early.is_empty()) {
-        early = take_waiting(tcp);
+    if early.is_empty() {
+        if let ClientSide::Plain(tcp) = &client_stream {
+            early = take_waiting(tcp);
+        }
     }
 
     let snapshot = state.snapshot();
@@ -123,8 +125,11 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         match (client_stream, reencrypt) {
             (ClientSide::Plain(tcp), false) => {
                 target_stream.write_all(&early).await?;
+                // Sent: a connection that then stays open for hours does not hold them.
+                let sent = early.len() as u64;
+                drop(early);
                 match copy_both_ways(tcp, target_stream, idle, &mut deadline).await? {
-                    CopyEnd::Closed(up, down) => Ok(up + down + early.len() as u64),
+                    CopyEnd::Closed(up, down) => Ok(up + down + sent),
                     CopyEnd::Idle => Ok(0),
                 }
             }
