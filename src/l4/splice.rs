@@ -8,8 +8,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::deadline::Deadline;
@@ -34,13 +33,11 @@ pub async fn copy_both_ways(
 ) -> io::Result<CopyEnd> {
     let last = AtomicU64::new(uptime_ms());
     let ended = AtomicU64::new(0);
-    let (client_read, client_write) = client.into_split();
-    let (target_read, target_write) = target.into_split();
+    // Each direction borrows both streams (one waits to read one, the other to write it):
+    // nothing is allocated to share them, and both close when this returns.
     let both = async {
-        let (up, down) = tokio::try_join!(
-            one_way(client_read, target_write, &last, &ended),
-            one_way(target_read, client_write, &last, &ended)
-        )?;
+        let (up, down) =
+            tokio::try_join!(one_way(&client, &target, &last, &ended), one_way(&target, &client, &last, &ended))?;
         Ok::<_, io::Error>(CopyEnd::Closed(up, down))
     };
     let watchdog = async {
@@ -73,7 +70,7 @@ thread_local! {
 const SPLICE_AFTER: u64 = 64 * 1024;
 
 /// Copies `from` to `to` until `from` ends, then half-closes `to`; returns the bytes moved.
-async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, ended: &AtomicU64) -> io::Result<u64> {
+async fn one_way(from: &TcpStream, to: &TcpStream, last: &AtomicU64, ended: &AtomicU64) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
         #[cfg(target_os = "linux")]
@@ -81,18 +78,19 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
             // Boxed: a short connection's copy need not carry its room.
             return Box::pin(splice_rest(from, to, last, ended, total)).await;
         }
-        let ready = from.ready(Interest::READABLE).await?;
+        // With errors, so that a reset is not taken for an end (`ending` below).
+        let ready = from.ready(Interest::READABLE | Interest::ERROR).await?;
         // Read into the worker's buffer and passed straight on: an idle connection holds no
         // buffer, and only bytes the peer cannot take yet are copied out, to wait.
         let step = CHUNK_BUFFER.with_borrow_mut(|chunk| {
             chunk.clear();
-            let end = read_some(from.as_ref(), chunk, ready.is_read_closed());
+            let end = read_some(from, chunk, ready.is_read_closed() && !ready.is_error());
             if chunk.is_empty() {
                 return Step { read: 0, left: Vec::new(), end };
             }
             // Bytes followed by the end go out as one segment with it (the end follows at
             // once, below): one packet, and one wake-up of the peer, fewer.
-            let sent = match send(&to, chunk, matches!(end, Some(End::Closed))) {
+            let sent = match send(to, chunk, matches!(end, Some(End::Closed))) {
                 Ok(sent) => sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 Err(e) => return Step { read: chunk.len(), left: Vec::new(), end: Some(End::Failed(e)) },
@@ -104,7 +102,7 @@ async fn one_way(from: OwnedReadHalf, mut to: OwnedWriteHalf, last: &AtomicU64, 
             last.store(uptime_ms(), Ordering::Relaxed);
         }
         if !step.left.is_empty() {
-            to.write_all(&step.left).await?;
+            write_all(to, &step.left).await?;
         }
         match step.end {
             None => {}
@@ -134,17 +132,21 @@ enum End {
 }
 
 /// Reads what `from` has into `chunk`, up to its capacity: until it is drained, ends or
-/// fails. When the peer's end has been seen (`ending`), reads on after the bytes, to learn
-/// that the end comes with them.
+/// fails. `ending` says the peer's end (its FIN) had come before the read.
 ///
 /// A read that leaves room in `chunk` took all the socket held: another would only find it
-/// empty, a system call for nothing (one in every short connection's request). So `from` is
-/// marked not ready without it; bytes that come later bring their own readiness event.
+/// empty, or at its end, a system call for nothing (one in every short connection's request,
+/// one in its answer). So `from` is marked not ready without it, as bytes that come later
+/// bring their own readiness event; and when the end had come, the bytes were its last, so
+/// the end goes with them (in one segment, by `send`'s `more`).
 fn read_some(from: &TcpStream, chunk: &mut Vec<u8>, ending: bool) -> Option<End> {
     while chunk.len() < chunk.capacity() {
         match from.try_read_buf(chunk) {
             Ok(0) => return Some(End::Closed),
-            Ok(_) if !ending && chunk.len() < chunk.capacity() => {
+            Ok(_) if chunk.len() < chunk.capacity() => {
+                if ending {
+                    return Some(End::Closed);
+                }
                 mark_drained(from);
                 return None;
             }
@@ -188,40 +190,52 @@ fn mark_drained(tcp: &TcpStream) {
 /// Sends as much of `bytes` on `to` as it takes now; with `more`, the bytes wait in the
 /// socket for what is sent next (`MSG_MORE`), the end that follows at once.
 #[cfg(target_os = "linux")]
-fn send(to: &OwnedWriteHalf, bytes: &[u8], more: bool) -> io::Result<usize> {
-    let tcp: &TcpStream = to.as_ref();
+fn send(to: &TcpStream, bytes: &[u8], more: bool) -> io::Result<usize> {
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    tcp.try_io(tokio::io::Interest::WRITABLE, || socket2::SockRef::from(tcp).send_with_flags(bytes, flags))
+    to.try_io(Interest::WRITABLE, || socket2::SockRef::from(to).send_with_flags(bytes, flags))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send(to: &OwnedWriteHalf, bytes: &[u8], _more: bool) -> io::Result<usize> {
+fn send(to: &TcpStream, bytes: &[u8], _more: bool) -> io::Result<usize> {
     to.try_write(bytes)
+}
+
+/// Writes all of `bytes` to `to`, waiting whenever the peer cannot take more yet.
+async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        to.writable().await?;
+        match to.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Passes the end of one direction on: the peer reads end-of-stream (a half-close) and may
 /// still answer. When the other direction has ended already, both sockets close at once: no
 /// half-close to send.
-fn pass_end(to: OwnedWriteHalf, ended: &AtomicU64) {
+fn pass_end(to: &TcpStream, ended: &AtomicU64) {
     if ended.fetch_add(1, Ordering::Relaxed) == 0 {
         // The peer may be gone already: nothing to pass the end on to.
-        let _ = socket2::SockRef::from(to.as_ref()).shutdown(std::net::Shutdown::Write);
+        let _ = socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write);
     }
-    to.forget();
 }
 
 /// The rest of a bulk direction, spliced through a pipe.
 #[cfg(target_os = "linux")]
 async fn splice_rest(
-    from: OwnedReadHalf,
-    to: OwnedWriteHalf,
+    from: &TcpStream,
+    to: &TcpStream,
     last: &AtomicU64,
     ended: &AtomicU64,
     mut total: u64,
 ) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
 
-    let (source, sink): (&TcpStream, &TcpStream) = (from.as_ref(), to.as_ref());
+    let (source, sink) = (from, to);
     let pipe = Pipe::new()?;
     loop {
         source.readable().await?;
@@ -316,7 +330,7 @@ mod tests {
     use super::*;
     #[cfg(target_os = "linux")]
     use crate::testing::tcp_info;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     async fn pair() -> (TcpStream, TcpStream) {
@@ -424,6 +438,35 @@ mod tests {
         assert_eq!(tcp_info(&client).tcpi_segs_in, 2, "the SYN-ACK, then the answer carrying its end");
         client.shutdown().await.unwrap();
         assert_eq!(copier.await.unwrap().unwrap(), CopyEnd::Closed(0, 6));
+    }
+
+    /// A target that answers and then resets its connection has failed, though its reset,
+    /// like an end, marks the socket closed: the copy reports the failure (it passes no end).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_reset_after_an_answer_is_a_failure_not_an_end() {
+        let (mut client, client_side) = pair().await;
+        let (target_side, target) = pair().await;
+        let mut target = target.into_std().unwrap();
+        std::io::Write::write_all(&mut target, b"partial").unwrap();
+        socket2::SockRef::from(&target).set_linger(Some(Duration::ZERO)).unwrap();
+        drop(target);
+        const CLOSE: u8 = 7;
+        for _ in 0..200 {
+            if tcp_info(&target_side).tcpi_state == CLOSE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(tcp_info(&target_side).tcpi_state, CLOSE, "the target's reset arrived");
+        let copier = tokio::spawn(async move {
+            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+        });
+        let mut back = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut back)).await;
+        let end = tokio::time::timeout(Duration::from_secs(5), copier).await.unwrap().unwrap();
+        let error = end.expect_err("a reset is a failure");
+        assert_eq!(error.kind(), io::ErrorKind::ConnectionReset, "{error}");
     }
 
     #[tokio::test]

@@ -102,7 +102,13 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         || !early.is_empty();
     // One timer for the connection: the connect's, then the idle one's.
     let mut deadline = Deadline::default();
-    let Some((mut target_stream, target)) = connect(group, zone.as_deref(), flow, sending_first, &mut deadline).await
+    // The client's first bytes go with the connect when nothing else must go before them.
+    let plain = matches!(client_stream, ClientSide::Plain(_))
+        && group.settings.proxy_protocol == ProxyProtocol::Off
+        && group.settings.protocol != TargetProtocol::Tls;
+    let first = if plain { early.as_slice() } else { &[] };
+    let Some((mut target_stream, target, sent_first)) =
+        connect(group, zone.as_deref(), flow, sending_first, first, &mut deadline).await
     else {
         tracing::debug!(listener = %name, target_group = %group.name, "no target could be reached");
         return;
@@ -124,7 +130,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         }
         match (client_stream, reencrypt) {
             (ClientSide::Plain(tcp), false) => {
-                target_stream.write_all(&early).await?;
+                target_stream.write_all(&early[sent_first..]).await?;
                 // Sent: a connection that then stays open for hours does not hold them.
                 let sent = early.len() as u64;
                 drop(early);
@@ -181,19 +187,22 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Connects to a target of `group`, trying others when one refuses (and marking it down).
+/// `first` is sent as the connection comes up, as much of it as the socket takes: the count
+/// comes back with the stream.
 async fn connect<'g>(
     group: &'g TargetGroup,
     zone: Option<&str>,
     flow: u64,
     sending_first: bool,
+    first: &[u8],
     deadline: &mut Deadline,
-) -> Option<(TcpStream, &'g Target)> {
+) -> Option<(TcpStream, &'g Target, usize)> {
     let mut tried = Vec::new();
     for _ in 0..CONNECT_ATTEMPTS {
         let target = group.pick(PickRequest { tried: &tried, zone, sticky: None, flow })?;
         deadline.set(CONNECT_TIMEOUT);
-        match deadline.within(crate::target_group::connect(&target.authority, sending_first)).await {
-            Some(Ok(stream)) => return Some((stream, target)),
+        match deadline.within(crate::target_group::connect_sending(&target.authority, sending_first, first)).await {
+            Some(Ok((stream, sent))) => return Some((stream, target, sent)),
             _ => {
                 target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
                 if let Some(i) = group.targets.iter().position(|t| std::ptr::eq(t, target)) {
