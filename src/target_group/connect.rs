@@ -62,11 +62,16 @@ pub async fn connect_sending(authority: &str, sending_first: bool, first: &[u8])
 }
 
 /// Sends what `socket` takes of `bytes` now, without a signal if the peer is gone.
+#[cfg(target_os = "linux")]
 fn send_now(socket: &socket2::Socket, bytes: &[u8]) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
-    return socket.send_with_flags(bytes, libc::MSG_NOSIGNAL);
-    #[cfg(not(target_os = "linux"))]
-    return socket.send(bytes);
+    socket.send_with_flags(bytes, libc::MSG_NOSIGNAL)
+}
+
+/// Elsewhere a socket still connecting may answer a send otherwise than "would block"
+/// (`ENOTCONN` on the BSDs): the writable event is awaited, as before.
+#[cfg(not(target_os = "linux"))]
+fn send_now(_: &socket2::Socket, _: &[u8]) -> io::Result<usize> {
+    Err(io::ErrorKind::WouldBlock.into())
 }
 
 /// Lets the kernel hold back ACKs until ballast sends: the handshake's for up to 200 ms, later
