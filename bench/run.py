@@ -121,6 +121,19 @@ def tree_pids(pid):
     return pids
 
 
+def cpu_seconds(pid):
+    """CPU time (user and system) the process and its children have spent, in seconds."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def memory_kib(pid, field):
     total = 0
     for p in tree_pids(pid):

@@ -49,18 +49,6 @@ if os.environ.get("BENCH_ONLY"):
     WORKLOADS = {k: v for k, v in WORKLOADS.items() if k in os.environ["BENCH_ONLY"].split(",")}
 
 
-def cpu_seconds(pid):
-    total = 0
-    for p in R.tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def load(kind, close, shift):
     """The load generator's command for one proxy, and how to read its request count."""
     if kind == "h2":
@@ -87,7 +75,7 @@ def one_round(proxies, kind, close, proxy_cpus):
                 if not R.wait_port(port + SHIFTS[name]):
                     raise RuntimeError(f"{name} did not open port {port + SHIFTS[name]}")
         time.sleep(0.5)
-        before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
+        before = {name: R.cpu_seconds(p.pid) for name, p in procs.items()}
         loads = {}
         for name in proxies:
             cmd, pattern = load(kind, close, SHIFTS[name])
@@ -98,7 +86,7 @@ def one_round(proxies, kind, close, proxy_cpus):
             text = gen.communicate(timeout=DURATION + 60)[0]
             m = re.search(pattern, text)
             out[name] = int(m.group(1)) if m else 0
-        return {name: (out[name], cpu_seconds(p.pid) - before[name]) for name, p in procs.items()}
+        return {name: (out[name], R.cpu_seconds(p.pid) - before[name]) for name, p in procs.items()}
     finally:
         for p in procs.values():
             R.stop(p)

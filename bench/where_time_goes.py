@@ -49,18 +49,6 @@ def core_times():
     return cores
 
 
-def process_seconds(pid):
-    total = 0
-    for p in R.tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total / HZ
-
-
 def children_seconds():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -79,11 +67,11 @@ def one_run(proxy_pid, backends_pid, port, close):
     subprocess.run(cmd + ["-d", f"{R.WARM_UP}s", url], capture_output=True, timeout=R.WARM_UP + 60)
     subprocess.run(["nstat", "-n"], capture_output=True)
     cores0, wrk0 = core_times(), children_seconds()
-    proxy0, backend0 = process_seconds(proxy_pid), process_seconds(backends_pid)
+    proxy0, backend0 = R.cpu_seconds(proxy_pid), R.cpu_seconds(backends_pid)
     out = subprocess.run(cmd + ["-d", f"{DURATION}s", url], capture_output=True, text=True,
                          timeout=DURATION + 60).stdout
     cores1, wrk1 = core_times(), children_seconds()
-    proxy1, backend1 = process_seconds(proxy_pid), process_seconds(backends_pid)
+    proxy1, backend1 = R.cpu_seconds(proxy_pid), R.cpu_seconds(backends_pid)
     sent = segments()
     found = re.search(r"(\d+) requests in", out)
     n = int(found.group(1)) if found else 0

@@ -227,15 +227,14 @@ fn pass_end(to: &TcpStream, ended: &AtomicU64) {
 /// The rest of a bulk direction, spliced through a pipe.
 #[cfg(target_os = "linux")]
 async fn splice_rest(
-    from: &TcpStream,
-    to: &TcpStream,
+    source: &TcpStream,
+    sink: &TcpStream,
     last: &AtomicU64,
     ended: &AtomicU64,
     mut total: u64,
 ) -> io::Result<u64> {
     use std::os::fd::AsRawFd;
 
-    let (source, sink) = (from, to);
     let pipe = Pipe::new()?;
     loop {
         source.readable().await?;
@@ -245,7 +244,7 @@ async fn splice_rest(
             Err(e) => return Err(e),
         };
         if moved == 0 {
-            pass_end(to, ended);
+            pass_end(sink, ended);
             return Ok(total);
         }
         last.store(uptime_ms(), Ordering::Relaxed);
@@ -332,6 +331,19 @@ mod tests {
     use crate::testing::tcp_info;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// The TCP state of `tcp` once it is `wanted`, or after two seconds of waiting for it (a
+    /// busy kernel may deliver a peer's FIN or reset a moment later).
+    #[cfg(target_os = "linux")]
+    async fn state_once_in(tcp: &TcpStream, wanted: u8) -> u8 {
+        for _ in 0..200 {
+            if tcp_info(tcp).tcpi_state == wanted {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tcp_info(tcp).tcpi_state
+    }
 
     async fn pair() -> (TcpStream, TcpStream) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -421,13 +433,7 @@ mod tests {
         target.shutdown().await.unwrap();
         // A busy kernel may deliver the FIN a moment later: wait until it is in.
         const CLOSE_WAIT: u8 = 8;
-        for _ in 0..200 {
-            if tcp_info(&target_side).tcpi_state == CLOSE_WAIT {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(tcp_info(&target_side).tcpi_state, CLOSE_WAIT, "the target's end arrived");
+        assert_eq!(state_once_in(&target_side, CLOSE_WAIT).await, CLOSE_WAIT, "the target's end arrived");
         let copier = tokio::spawn(async move {
             copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
         });
@@ -452,13 +458,7 @@ mod tests {
         socket2::SockRef::from(&target).set_linger(Some(Duration::ZERO)).unwrap();
         drop(target);
         const CLOSE: u8 = 7;
-        for _ in 0..200 {
-            if tcp_info(&target_side).tcpi_state == CLOSE {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(tcp_info(&target_side).tcpi_state, CLOSE, "the target's reset arrived");
+        assert_eq!(state_once_in(&target_side, CLOSE).await, CLOSE, "the target's reset arrived");
         let copier = tokio::spawn(async move {
             copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
         });

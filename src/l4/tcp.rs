@@ -95,18 +95,20 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     let Some(group) = snapshot.target_groups.get(group_index) else { return };
     let zone = snapshot.listener(&name).and_then(|l| l.zone.clone());
     let flow = if needs_local { flow_hash(client, local, 6) } else { 0 };
+    let header = match group.settings.proxy_protocol {
+        ProxyProtocol::Off => None,
+        ProxyProtocol::V1 => Some(proxy_protocol::encode(Version::V1, Transport::Tcp, client, local)),
+        ProxyProtocol::V2 => Some(proxy_protocol::encode(Version::V2, Transport::Tcp, client, local)),
+    };
+    let reencrypt = group.settings.protocol == TargetProtocol::Tls;
     // Something to send the moment the target answers: a PROXY header, a TLS hello, or the
     // client's first bytes.
-    let sending_first = group.settings.proxy_protocol != ProxyProtocol::Off
-        || group.settings.protocol == TargetProtocol::Tls
-        || !early.is_empty();
+    let sending_first = header.is_some() || reencrypt || !early.is_empty();
+    // The client's first bytes (none behind a TLS listener) go with the connect when nothing
+    // else must go before them.
+    let first = if header.is_none() && !reencrypt { early.as_slice() } else { &[] };
     // One timer for the connection: the connect's, then the idle one's.
     let mut deadline = Deadline::default();
-    // The client's first bytes go with the connect when nothing else must go before them.
-    let plain = matches!(client_stream, ClientSide::Plain(_))
-        && group.settings.proxy_protocol == ProxyProtocol::Off
-        && group.settings.protocol != TargetProtocol::Tls;
-    let first = if plain { early.as_slice() } else { &[] };
     let Some((mut target_stream, target, sent_first)) =
         connect(group, zone.as_deref(), flow, sending_first, first, &mut deadline).await
     else {
@@ -115,12 +117,6 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
     };
     let outstanding = target.stats.start_request();
     let closing = target.stats.closing().clone();
-    let header = match group.settings.proxy_protocol {
-        ProxyProtocol::Off => None,
-        ProxyProtocol::V1 => Some(proxy_protocol::encode(Version::V1, Transport::Tcp, client, local)),
-        ProxyProtocol::V2 => Some(proxy_protocol::encode(Version::V2, Transport::Tcp, client, local)),
-    };
-    let reencrypt = group.settings.protocol == TargetProtocol::Tls;
     let target_host = target.authority.clone();
     drop(snapshot);
 
