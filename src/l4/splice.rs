@@ -23,21 +23,49 @@ pub enum CopyEnd {
     Idle,
 }
 
+/// Where a copy picks up: a connection whose copy began elsewhere (a worker's poller) carries
+/// on from there. The default starts afresh.
+#[derive(Default)]
+pub struct Resume {
+    /// Client → target.
+    pub up: Carried,
+    /// Target → client.
+    pub down: Carried,
+    /// When bytes last moved (`uptime_ms`); now when `None`.
+    pub last_moved: Option<u64>,
+}
+
+/// One direction of a copy so far.
+#[derive(Default)]
+pub struct Carried {
+    /// Bytes read and not yet written on.
+    pub left: Vec<u8>,
+    /// The source has ended: once `left` is written, so does the direction.
+    pub ended: bool,
+    /// The end was passed on: the direction is done.
+    pub passed: bool,
+    /// Bytes moved so far.
+    pub moved: u64,
+}
+
 /// Copies between `client` and `target` until both directions close or nothing moves for
 /// `idle`, timed on the connection's `deadline`.
 pub async fn copy_both_ways(
     client: TcpStream,
     target: TcpStream,
+    resume: Resume,
     idle: Duration,
     deadline: &mut Deadline,
 ) -> io::Result<CopyEnd> {
-    let last = AtomicU64::new(uptime_ms());
-    let ended = AtomicU64::new(0);
+    let last = AtomicU64::new(resume.last_moved.unwrap_or_else(uptime_ms));
+    let ended = AtomicU64::new(u64::from(resume.up.passed) + u64::from(resume.down.passed));
     // Each direction borrows both streams (one waits to read one, the other to write it):
     // nothing is allocated to share them, and both close when this returns.
     let both = async {
-        let (up, down) =
-            tokio::try_join!(one_way(&client, &target, &last, &ended), one_way(&target, &client, &last, &ended))?;
+        let (up, down) = tokio::try_join!(
+            one_way(&client, &target, &last, &ended, resume.up),
+            one_way(&target, &client, &last, &ended, resume.down)
+        )?;
         Ok::<_, io::Error>(CopyEnd::Closed(up, down))
     };
     let watchdog = async {
@@ -70,8 +98,25 @@ thread_local! {
 const SPLICE_AFTER: u64 = 64 * 1024;
 
 /// Copies `from` to `to` until `from` ends, then half-closes `to`; returns the bytes moved.
-async fn one_way(from: &TcpStream, to: &TcpStream, last: &AtomicU64, ended: &AtomicU64) -> io::Result<u64> {
-    let mut total = 0u64;
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    last: &AtomicU64,
+    ended: &AtomicU64,
+    carried: Carried,
+) -> io::Result<u64> {
+    let mut total = carried.moved;
+    if carried.passed {
+        return Ok(total);
+    }
+    if !carried.left.is_empty() {
+        write_all(to, &carried.left).await?;
+    }
+    if carried.ended {
+        pass_end(to, ended);
+        return Ok(total);
+    }
+    drop(carried);
     loop {
         #[cfg(target_os = "linux")]
         if total >= SPLICE_AFTER {
@@ -357,7 +402,14 @@ mod tests {
         let (mut client, client_side) = pair().await;
         let (target_side, mut target) = pair().await;
         let copier = tokio::spawn(async move {
-            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+            copy_both_ways(
+                client_side,
+                target_side,
+                Resume::default(),
+                Duration::from_secs(10),
+                &mut Deadline::default(),
+            )
+            .await
         });
         let payload = vec![7u8; 1 << 20];
         client.write_all(&payload).await.unwrap();
@@ -388,7 +440,14 @@ mod tests {
         assert!(take_waiting(&client_side).is_empty(), "and only once");
         target_side.write_all(&early).await.unwrap();
         let copier = tokio::spawn(async move {
-            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+            copy_both_ways(
+                client_side,
+                target_side,
+                Resume::default(),
+                Duration::from_secs(10),
+                &mut Deadline::default(),
+            )
+            .await
         });
         let turn = Duration::from_secs(5);
         let mut buf = [0u8; 64];
@@ -435,7 +494,14 @@ mod tests {
         const CLOSE_WAIT: u8 = 8;
         assert_eq!(state_once_in(&target_side, CLOSE_WAIT).await, CLOSE_WAIT, "the target's end arrived");
         let copier = tokio::spawn(async move {
-            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+            copy_both_ways(
+                client_side,
+                target_side,
+                Resume::default(),
+                Duration::from_secs(10),
+                &mut Deadline::default(),
+            )
+            .await
         });
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.unwrap();
@@ -460,7 +526,14 @@ mod tests {
         const CLOSE: u8 = 7;
         assert_eq!(state_once_in(&target_side, CLOSE).await, CLOSE, "the target's reset arrived");
         let copier = tokio::spawn(async move {
-            copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut Deadline::default()).await
+            copy_both_ways(
+                client_side,
+                target_side,
+                Resume::default(),
+                Duration::from_secs(10),
+                &mut Deadline::default(),
+            )
+            .await
         });
         let mut back = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut back)).await;
@@ -474,7 +547,8 @@ mod tests {
         let (_client, client_side) = pair().await;
         let (target_side, _target) = pair().await;
         let mut deadline = Deadline::default();
-        let copying = copy_both_ways(client_side, target_side, Duration::from_secs(10), &mut deadline);
+        let copying =
+            copy_both_ways(client_side, target_side, Resume::default(), Duration::from_secs(10), &mut deadline);
         // Both directions' state together, a small fraction of one 16 KiB chunk.
         assert!(std::mem::size_of_val(&copying) < 2048, "{} bytes", std::mem::size_of_val(&copying));
     }
@@ -483,9 +557,15 @@ mod tests {
     async fn an_idle_connection_is_closed() {
         let (_client, client_side) = pair().await;
         let (target_side, _target) = pair().await;
-        let end = copy_both_ways(client_side, target_side, Duration::from_millis(200), &mut Deadline::default())
-            .await
-            .unwrap();
+        let end = copy_both_ways(
+            client_side,
+            target_side,
+            Resume::default(),
+            Duration::from_millis(200),
+            &mut Deadline::default(),
+        )
+        .await
+        .unwrap();
         assert_eq!(end, CopyEnd::Idle);
     }
 }

@@ -7,16 +7,17 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
 
 use super::prefixed::read_proxy_header;
 use super::prefixed::Prefixed;
 use super::proxy_protocol::{self, Transport, Version};
-use super::splice::{copy_both_ways, take_waiting, CopyEnd};
+use super::splice::{copy_both_ways, take_waiting, CopyEnd, Resume};
 use super::stream_copy::copy_streams;
 use crate::balance::flow_hash;
 use crate::config::{Algorithm, ProxyProtocol, TargetProtocol};
 use crate::deadline::Deadline;
-use crate::metrics::GaugeGuard;
+use crate::metrics::{GaugeGuard, WorkerCounter};
 use crate::routing::ActionPlan;
 use crate::state::State;
 use crate::target_group::{PickRequest, Reason, Target, TargetGroup, TargetState};
@@ -130,7 +131,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
                 // Sent: a connection that then stays open for hours does not hold them.
                 let sent = early.len() as u64;
                 drop(early);
-                match copy_both_ways(tcp, target_stream, idle, &mut deadline).await? {
+                match copy_both_ways(tcp, target_stream, Resume::default(), idle, &mut deadline).await? {
                     CopyEnd::Closed(up, down) => Ok(up + down + sent),
                     CopyEnd::Idle => Ok(0),
                 }
@@ -170,6 +171,30 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
         _ = closing.cancelled() => {}
     }
     drop(outstanding);
+}
+
+/// Copies a plain connection both ways, from where `resume` says, until both ways end, it
+/// idles out, or its target's draining ends; counts its bytes on the listener's metric.
+pub(super) async fn relay(
+    client: TcpStream,
+    target: TcpStream,
+    resume: Resume,
+    idle: Duration,
+    closing: CancellationToken,
+    bytes: WorkerCounter,
+    name: &str,
+) {
+    let mut deadline = Deadline::default();
+    tokio::select! {
+        result = copy_both_ways(client, target, resume, idle, &mut deadline) => match result {
+            Ok(CopyEnd::Closed(up, down)) => {
+                bytes.inc_by(up + down);
+            }
+            Ok(CopyEnd::Idle) => {}
+            Err(e) => tracing::debug!(listener = %name, error = %e, "connection ended with an error"),
+        },
+        _ = closing.cancelled() => {}
+    }
 }
 
 /// The client's side of an L4 connection: plain TCP (spliced), or TLS ended here.

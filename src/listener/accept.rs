@@ -24,7 +24,7 @@ impl Listening {
     }
 
     /// The next connection, not yet watched by any reactor.
-    async fn accept(&self) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
+    pub async fn accept(&self) -> std::io::Result<(std::net::TcpStream, SocketAddr)> {
         loop {
             let mut ready = self.0.readable().await?;
             if let Ok(accepted) = ready.try_io(|socket| accept_nonblocking(socket.get_ref())) {
@@ -60,29 +60,48 @@ where
         match socket.accept().await {
             Ok((tcp, peer)) => {
                 let (held, elsewhere) = spread::place();
-                // Watched by the reactor of the worker that serves it.
-                let watched = {
-                    let _there = elsewhere.map(tokio::runtime::Handle::enter);
-                    TcpStream::from_std(tcp)
-                };
-                let tcp = match watched {
-                    Ok(tcp) => tcp,
-                    Err(e) => {
-                        tracing::warn!(listener = %name, error = %e, "cannot watch an accepted connection");
-                        continue;
-                    }
-                };
-                let serving = spread::Counted::new(held, serve.clone()(tcp, peer));
-                match elsewhere {
-                    Some(worker) => drop(worker.spawn(serving)),
-                    None => drop(tokio::spawn(serving)),
-                }
+                hand_over(tcp, peer, held, elsewhere, name, serve.clone());
             }
-            Err(e) => {
-                // Out of file descriptors, or a connection reset before accept: back off briefly.
-                tracing::warn!(listener = %name, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            Err(e) => back_off(name, e).await,
         }
     }
+}
+
+/// Serves a connection just accepted with `serve`, here or on the worker `elsewhere` (as
+/// [`spread::place`] chose), counted by `held`.
+pub fn hand_over<F, Fut>(
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    held: spread::Held,
+    elsewhere: Option<&'static tokio::runtime::Handle>,
+    name: &str,
+    serve: F,
+) where
+    F: FnOnce(TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    // Watched by the reactor of the worker that serves it.
+    let watched = {
+        let _there = elsewhere.map(tokio::runtime::Handle::enter);
+        TcpStream::from_std(tcp)
+    };
+    let tcp = match watched {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            tracing::warn!(listener = %name, error = %e, "cannot watch an accepted connection");
+            return;
+        }
+    };
+    let serving = spread::Counted::new(held, serve(tcp, peer));
+    match elsewhere {
+        Some(worker) => drop(worker.spawn(serving)),
+        None => drop(tokio::spawn(serving)),
+    }
+}
+
+/// Waits after a failed accept: out of file descriptors, or a connection reset before it was
+/// accepted.
+pub async fn back_off(name: &str, e: std::io::Error) {
+    tracing::warn!(listener = %name, error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(20)).await;
 }

@@ -1,6 +1,6 @@
 //! Accept loops, one per listener, by protocol; kept in step with the config across reloads.
 
-mod accept;
+pub mod accept;
 mod counted_io;
 mod dispatch;
 mod gather;
@@ -65,6 +65,20 @@ where
     Ok((local, loops))
 }
 
+/// The accept loop of a `tcp` or `tls` listener on one worker: on Linux, the listener's own
+/// event loop serves plain connections (`l4::poller`); elsewhere each gets a task.
+async fn l4_accept(socket: Listening, state: Arc<State>, name: Arc<str>, inboxes: Arc<crate::l4::Inboxes>) {
+    #[cfg(target_os = "linux")]
+    crate::l4::poller::serve(socket, state, name, inboxes).await;
+    #[cfg(not(target_os = "linux"))]
+    let _ = inboxes;
+    #[cfg(not(target_os = "linux"))]
+    accept::accept_each(socket, &Arc::clone(&name), move |tcp, peer| {
+        crate::l4::tcp::connection(tcp, peer, state, name)
+    })
+    .await;
+}
+
 /// A listener that is accepting: where it is bound and its accept loop.
 struct Bound {
     bind: String,
@@ -114,15 +128,9 @@ impl Listeners {
                 ListenerProtocol::Tcp | ListenerProtocol::Tls => {
                     let scheme = if l.protocol == ListenerProtocol::Tls { "tls" } else { "tcp" };
                     let name = Arc::<str>::from(l.name.as_str());
+                    let inboxes = Arc::new(crate::l4::Inboxes::new(crate::shards::count()));
                     let (local, loops) = accept_on_workers(addr, |socket| {
-                        let (state, name) = (Arc::clone(state), Arc::clone(&name));
-                        async move {
-                            let accepting = Arc::clone(&name);
-                            accept::accept_each(socket, &accepting, move |tcp, peer| {
-                                crate::l4::tcp::connection(tcp, peer, state, name)
-                            })
-                            .await;
-                        }
+                        l4_accept(socket, Arc::clone(state), Arc::clone(&name), Arc::clone(&inboxes))
                     })
                     .map_err(cannot_bind)?;
                     (scheme, local, loops)

@@ -46,6 +46,13 @@ pub fn hold_here() -> Held {
 /// Where a connection the calling worker accepted is served: here (`None`), or on the
 /// worker whose runtime is returned.
 pub fn place() -> (Held, Option<&'static Handle>) {
+    let (held, elsewhere) = place_on();
+    (held, elsewhere.and_then(shards::handle))
+}
+
+/// Where a connection the calling worker accepted is served: here (`None`), or on the
+/// worker of the index returned.
+pub fn place_on() -> (Held, Option<usize>) {
     let open = open();
     let here = shards::current() % open.len();
     let mine = open[here].0.load(Ordering::Relaxed);
@@ -55,8 +62,8 @@ pub fn place() -> (Held, Option<&'static Handle>) {
         .map(|(i, c)| (i, c.0.load(Ordering::Relaxed)))
         .min_by_key(|&(_, n)| n)
         .unwrap_or((here, mine));
-    let elsewhere = if mine > fewest + mine / 16 { shards::handle(fewest_at) } else { None };
-    let worker = if elsewhere.is_some() { fewest_at } else { here };
+    let elsewhere = (mine > fewest + mine / 16 && shards::handle(fewest_at).is_some()).then_some(fewest_at);
+    let worker = elsewhere.unwrap_or(here);
     open[worker].0.fetch_add(1, Ordering::Relaxed);
     (Held(worker), elsewhere)
 }

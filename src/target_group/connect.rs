@@ -32,6 +32,24 @@ pub async fn connect_sending(authority: &str, sending_first: bool, first: &[u8])
         tcp.set_nodelay(true)?;
         return Ok((tcp, 0));
     };
+    let (socket, sent) = begin(addr, sending_first, first)?;
+    let tcp = TcpStream::from_std(socket)?;
+    if let Some(sent) = sent {
+        return Ok((tcp, sent));
+    }
+    let ready = tcp.ready(Interest::WRITABLE | Interest::ERROR).await?;
+    if ready.is_error() || ready.is_write_closed() {
+        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
+        return Err(tcp.take_error()?.unwrap_or(refused));
+    }
+    Ok((tcp, 0))
+}
+
+/// Sets a connection to `addr` going, as [`connect_sending`] does, without waiting for it:
+/// the socket (non-blocking), and how many of `first`'s bytes went with the connect, when
+/// they could (`None`: still connecting, and the socket reports writable once up, or an
+/// error if it could not be).
+pub fn begin(addr: SocketAddr, sending_first: bool, first: &[u8]) -> io::Result<(std::net::TcpStream, Option<usize>)> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), stream_type(), None)?;
     #[cfg(not(target_os = "linux"))]
     socket.set_nonblocking(true)?;
@@ -47,18 +65,12 @@ pub async fn connect_sending(authority: &str, sending_first: bool, first: &[u8])
     if !first.is_empty() {
         // A socket still connecting takes nothing ("would block"); a refused one says so.
         match send_now(&socket, first) {
-            Ok(sent) => return Ok((TcpStream::from_std(socket.into())?, sent)),
+            Ok(sent) => return Ok((socket.into(), Some(sent))),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
     }
-    let tcp = TcpStream::from_std(socket.into())?;
-    let ready = tcp.ready(Interest::WRITABLE | Interest::ERROR).await?;
-    if ready.is_error() || ready.is_write_closed() {
-        let refused = io::Error::from(io::ErrorKind::ConnectionRefused);
-        return Err(tcp.take_error()?.unwrap_or(refused));
-    }
-    Ok((tcp, 0))
+    Ok((socket.into(), None))
 }
 
 /// Sends what `socket` takes of `bytes` now, without a signal if the peer is gone.

@@ -10,7 +10,7 @@ mod target;
 use crate::balance::{self, Balancer, TargetView};
 use crate::config;
 
-pub use connect::{connect, connect_sending};
+pub use connect::{begin, connect, connect_sending};
 pub use membership::{Membership, MembershipError};
 pub use registry::TargetRegistry;
 pub use target::{uptime_ms, OutstandingGuard, Reason, Target, TargetState, TargetStats};

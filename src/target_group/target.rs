@@ -204,6 +204,8 @@ pub struct Target {
     pub authority: String,
     /// `authority`, parsed once for the request URIs sent to the target.
     pub parsed_authority: Option<http::uri::Authority>,
+    /// `authority` as a socket address, when it is one (not a host name to resolve).
+    pub socket_addr: Option<std::net::SocketAddr>,
     pub weight: u32,
     pub zone: Option<String>,
     pub stats: Arc<TargetStats>,
@@ -223,6 +225,7 @@ impl Target {
             connections: registry.connections(&authority),
             idle: registry.idle_pool(&authority),
             parsed_authority: authority.parse().ok(),
+            socket_addr: authority.parse().ok(),
             address: t.address.clone(),
             authority,
             weight: t.weight,

@@ -476,3 +476,120 @@ async fn a_target_that_speaks_first_greets_a_silent_client_at_once() {
     let quickest = waits.iter().min().copied().unwrap_or_default();
     assert!(quickest < Duration::from_millis(150), "greeted after {waits:?}");
 }
+
+/// Sends `bytes` in one write, ends its side, and reads the target's whole answer.
+async fn send_all_and_answer(tcp: &mut TcpStream, bytes: &[u8]) -> String {
+    tcp.write_all(bytes).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut answer)).await.unwrap().unwrap();
+    answer
+}
+
+/// Polls the listener's byte count until it is `want`, for up to five seconds.
+async fn wait_for_bytes(ballast: &Ballast, want: f64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let counted = crate::common::metric_sum(ballast, "ballast_processed_bytes_total", &["listener=\"l4\""]).await;
+        if counted == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "counted {counted} bytes, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_connection_outliving_a_second_keeps_every_byte_and_all_are_counted() {
+    let target = start_summing("t", None).await;
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[target], ""));
+    // A short connection, ended within its first milliseconds.
+    let mut short = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    let answer = send_all_and_answer(&mut short, b"hello").await;
+    assert_eq!(answer, format!("t 5 {}", checksum(b"hello")));
+    wait_for_bytes(&ballast, (5 + answer.len()) as f64).await;
+    // A connection open past a second (served by a task of its own from then on), with bytes
+    // before and after.
+    let mut long = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    let (before, after) = (vec![b'a'; 3000], vec![b'b'; 5000]);
+    long.write_all(&before).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let later = send_all_and_answer(&mut long, &after).await;
+    assert_eq!(later, format!("t 8000 {}", checksum(&[before, after].concat())));
+    wait_for_bytes(&ballast, (5 + answer.len() + 8000 + later.len()) as f64).await;
+}
+
+#[tokio::test]
+async fn open_connections_outlive_their_listener_being_removed() {
+    let target = start_summing("t", None).await;
+    let config = tcp_config("tcp", "tcp", &[target], "");
+    let ballast = Ballast::start(&config);
+    let old = ballast.addr("l4");
+    let mut open = TcpStream::connect(old).await.unwrap();
+    open.write_all(b"before ").await.unwrap();
+    // Give the write time to reach the target, then take the listener away.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    ballast.rewrite_config(&config.replace("name = \"l4\"", "name = \"renamed\""));
+    ballast.hangup();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(old).await.is_ok() {
+        assert!(tokio::time::Instant::now() < deadline, "the listener was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let answer = send_all_and_answer(&mut open, b"and after").await;
+    assert_eq!(answer, format!("t 16 {}", checksum(b"before and after")));
+}
+
+#[tokio::test]
+async fn a_refusing_target_is_marked_down_and_each_connection_goes_to_the_next() {
+    let alive = start_summing("alive", None).await;
+    let dead = crate::common::backend::closed_port().await;
+    // Checks that fail for both (on the dead port) and too rarely to mark either down: the
+    // group fails open to both, and only refused connections tell the dead one.
+    let port = dead.port();
+    let rare =
+        format!(r#"health_check = {{ port = "{port}", interval = "60s", timeout = "1s", unhealthy_threshold = 2 }}"#);
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[dead, alive], &rare));
+    for i in 0..6 {
+        let mut c = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        // Half send bytes first (they go with the connect), half only end (the connect is
+        // waited for).
+        let bytes: &[u8] = if i % 2 == 0 { b"ping" } else { b"" };
+        let answer = send_all_and_answer(&mut c, bytes).await;
+        assert_eq!(answer, format!("alive {} {}", bytes.len(), checksum(bytes)), "connection {i}");
+    }
+    let url = format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin"));
+    let list: Vec<serde_json::Value> = http_client().get(&url).send().await.unwrap().json().await.unwrap();
+    let state = list.iter().find(|t| t["address"] == dead.to_string()).map(|t| t["state"].clone());
+    assert_eq!(state, Some(serde_json::json!("unhealthy")), "{list:?}");
+}
+
+#[tokio::test]
+async fn connections_passed_to_another_worker_are_served_there() {
+    const CONNECTIONS: usize = 8;
+    let target = start_summing("t", None).await;
+    let config = tcp_config("tcp", "tcp", &[target], "") + "\n[runtime]\nworker_threads = 2\n";
+    let ballast = Ballast::start(&config);
+    let mut open = Vec::new();
+    for i in 0..CONNECTIONS {
+        let mut c = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        c.write_all(format!("connection {i}").as_bytes()).await.unwrap();
+        open.push(c);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while crate::common::metric(&ballast, "ballast_active_connections{listener=\"l4\"}").await < (i + 1) as f64 {
+            assert!(tokio::time::Instant::now() < deadline, "connection {i} was never taken");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The kernel hashes each connection to one worker's socket; each worker serves half all
+    // the same.
+    for worker in 0..2 {
+        let series = format!("ballast_worker_connections{{worker=\"{worker}\"}}");
+        assert_eq!(crate::common::metric(&ballast, &series).await, (CONNECTIONS / 2) as f64, "{series}");
+    }
+    for (i, c) in open.iter_mut().enumerate() {
+        let sent = format!("connection {i}, the end");
+        let answer = send_all_and_answer(c, b", the end").await;
+        assert_eq!(answer, format!("t {} {}", sent.len(), checksum(sent.as_bytes())));
+    }
+}
