@@ -175,7 +175,7 @@ pub async fn connection(tcp: TcpStream, peer: SocketAddr, state: Arc<State>, nam
 
 /// Copies a plain connection both ways, from where `resume` says, until both ways end, it
 /// idles out, or its target's draining ends; counts its bytes on the listener's metric.
-pub(super) async fn relay(
+pub(crate) async fn relay(
     client: TcpStream,
     target: TcpStream,
     resume: Resume,

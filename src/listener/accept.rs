@@ -99,9 +99,12 @@ pub fn hand_over<F, Fut>(
     }
 }
 
-/// Waits after a failed accept: out of file descriptors, or a connection reset before it was
-/// accepted.
-pub async fn back_off(name: &str, e: std::io::Error) {
+/// How long accepting waits after a failed accept: out of file descriptors, or a connection
+/// reset before it was accepted.
+pub const BACK_OFF: Duration = Duration::from_millis(20);
+
+/// Waits after a failed accept.
+async fn back_off(name: &str, e: std::io::Error) {
     tracing::warn!(listener = %name, error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::sleep(BACK_OFF).await;
 }

@@ -13,35 +13,35 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
-use super::splice::{Carried, Resume};
 use crate::balance::flow_hash;
 use crate::config::{Algorithm, ProxyProtocol, TargetProtocol};
-use crate::guard::connection_limits::Permit;
-use crate::listener::accept::{back_off, hand_over, Listening};
+use crate::listener::accept::{hand_over, Listening, BACK_OFF};
 use crate::listener::spread::{self, Held};
-use crate::metrics::{GaugeGuard, WorkerCounter};
+use crate::metrics::GaugeGuard;
 use crate::routing::ActionPlan;
 use crate::snapshot::Snapshot;
 use crate::state::State;
-use crate::target_group::{uptime_ms, OutstandingGuard, PickRequest, Reason, TargetState, TargetStats};
+use crate::target_group::{uptime_ms, PickRequest, Reason, TargetState, TargetStats};
+
+mod conn;
+mod inbox;
+
+use conn::{Conn, Phase, Side, Stop, Way};
+use inbox::Inbox;
+pub use inbox::Inboxes;
 
 /// How often the loop's connections are checked for idleness, the end of their target's
 /// draining, a connect taking too long, and age.
 const SWEEP: Duration = Duration::from_millis(250);
 /// A connection older than this (ms) moves on to a task of its own at the next sweep.
 const MOVE_AFTER_MS: u64 = 1000;
-/// After this many bytes one way, a connection is a bulk transfer: it moves on at once, to
-/// be spliced.
-const BULK: u64 = 64 * 1024;
 /// How long a connect may take (ms), as NLB's 10 s.
 const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// How many targets one client connection may try.
@@ -71,6 +71,9 @@ pub async fn serve(socket: Listening, state: Arc<State>, name: Arc<str>, inboxes
         }
     };
     let mut sweep = std::pin::pin!(tokio::time::sleep(SWEEP));
+    // After a failed accept (out of descriptors), accepting pauses; the connections do not.
+    let mut paused = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+    let mut accepting = true;
     loop {
         tokio::select! {
             biased;
@@ -85,10 +88,15 @@ pub async fn serve(socket: Listening, state: Arc<State>, name: Arc<str>, inboxes
                     return;
                 }
             },
-            accepted = socket.accept() => match accepted {
+            accepted = socket.accept(), if accepting => match accepted {
                 Ok((tcp, peer)) => conns.place(tcp, peer),
-                Err(e) => back_off(&name, e).await,
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "accept failed");
+                    accepting = false;
+                    paused.as_mut().reset(tokio::time::Instant::now() + BACK_OFF);
+                }
             },
+            () = &mut paused, if !accepting => accepting = true,
             () = &mut sweep, if conns.open > 0 => {
                 conns.sweep();
                 sweep.as_mut().reset(tokio::time::Instant::now() + SWEEP);
@@ -96,55 +104,6 @@ pub async fn serve(socket: Listening, state: Arc<State>, name: Arc<str>, inboxes
         }
     }
 }
-
-/// Connections accepted on one worker for the same listener's loop on another (`spread`),
-/// by worker.
-pub struct Inboxes(Box<[Mutex<Option<Inbox>>]>);
-
-/// A running loop's inbox: the connections waiting for it, and the bell that wakes it (an
-/// eventfd in its set).
-struct Inbox {
-    waiting: Vec<Accepted>,
-    bell: RawFd,
-}
-
-/// A connection just accepted, counted against the worker that is to serve it.
-type Accepted = (std::net::TcpStream, SocketAddr, Held);
-
-impl Inboxes {
-    /// An inbox for each of `workers` workers, none open yet.
-    pub fn new(workers: usize) -> Self {
-        Inboxes((0..workers.max(1)).map(|_| Mutex::new(None)).collect())
-    }
-
-    fn slot(&self, worker: usize) -> Option<MutexGuard<'_, Option<Inbox>>> {
-        self.0.get(worker).map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Leaves a connection for `worker`'s loop; it comes back when that loop is not running.
-    fn post(&self, worker: usize, accepted: Accepted) -> Option<Accepted> {
-        let Some(mut slot) = self.slot(worker) else { return Some(accepted) };
-        let Some(inbox) = slot.as_mut() else { return Some(accepted) };
-        inbox.waiting.push(accepted);
-        if inbox.waiting.len() == 1 {
-            // SAFETY: the bell is open while the inbox is (it closes after the inbox does,
-            // under this lock); an eventfd takes an 8-byte count.
-            unsafe { libc::write(inbox.bell, (&1u64 as *const u64).cast(), 8) };
-        }
-        None
-    }
-
-    /// What waits for `worker`'s loop; with `close`, the inbox closes too.
-    fn take(&self, worker: usize, close: bool) -> Vec<Accepted> {
-        let Some(mut slot) = self.slot(worker) else { return Vec::new() };
-        let waiting = slot.as_mut().map(|inbox| std::mem::take(&mut inbox.waiting)).unwrap_or_default();
-        if close {
-            *slot = None;
-        }
-        waiting
-    }
-}
-
 /// The connections of one loop, by slot; an event names its slot and the socket's tag.
 struct Conns {
     state: Arc<State>,
@@ -161,62 +120,11 @@ struct Conns {
     events: Vec<libc::epoll_event>,
     chunk: Vec<u8>,
 }
-
-/// One client connection and its target connection.
-struct Conn {
-    client: std::net::TcpStream,
-    target: std::net::TcpStream,
-    /// The tags of the two sockets' registrations (a new target socket gets a new tag, so an
-    /// event of one it replaced is known).
-    tags: [u32; 2],
-    /// Whether each socket's registration asks for writable events (asked only once bytes
-    /// wait for it, or while connecting).
-    out: [bool; 2],
-    /// Client → target.
-    up: Way,
-    /// Target → client.
-    down: Way,
-    phase: Phase,
-    /// When the connection was accepted, and when bytes last moved (`uptime_ms`).
-    started: u64,
-    last: u64,
-    idle: Duration,
-    bytes: WorkerCounter,
-    _permit: Permit,
-    _open: GaugeGuard,
-    _held: Held,
-}
-
-/// Which socket of a connection.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client = 0,
-    Target = 1,
-}
-
-/// One direction of a connection.
-#[derive(Default)]
-struct Way {
-    /// Bytes read that the sink could not take yet: reading waits until they are written.
-    left: Vec<u8>,
-    /// The source's end was reported (its FIN): a read that leaves room took the last bytes.
-    hup: bool,
-    /// The source ended.
-    ended: bool,
-    /// The end was passed on to the sink.
-    passed: bool,
-    moved: u64,
-}
-
-enum Phase {
-    /// Waiting for the target to take the connection.
-    Connecting(Box<Attempts>),
-    /// Connected: counted against the target, and closed when its draining ends.
-    Open { closing: CancellationToken, _outstanding: OutstandingGuard },
-}
-
 /// A connection's tries of its group's targets.
 struct Attempts {
+    /// The config the connection was accepted under: its group, and the targets' places in
+    /// it, hold across reloads.
+    snapshot: Arc<Snapshot>,
     group: usize,
     zone: Option<String>,
     flow: u64,
@@ -226,20 +134,6 @@ struct Attempts {
     stats: Option<Arc<TargetStats>>,
     since: u64,
 }
-
-/// What a step of copying one way left to do.
-enum Flow {
-    /// Nothing until the next event.
-    Waiting,
-    /// The sink took what was left: read on.
-    Resume,
-    /// The source ended and all its bytes went: pass the end on.
-    Ended,
-    /// A bulk transfer: move the connection on.
-    Bulk,
-    Failed,
-}
-
 impl Conns {
     /// An empty loop, with its epoll set watched by the current worker's reactor, and its inbox
     /// open.
@@ -349,6 +243,7 @@ impl Conns {
         }
         // (An end met here, nothing read and no "would block", is met again by a read.)
         let mut attempts = Box::new(Attempts {
+            snapshot: Arc::clone(&snapshot),
             group: group_index,
             zone: listener.zone.clone(),
             flow,
@@ -357,7 +252,7 @@ impl Conns {
             stats: None,
             since: uptime_ms(),
         });
-        let (target, sent) = connect_next(&snapshot, &mut attempts, &self.chunk)?;
+        let (target, sent) = connect_next(&mut attempts, &self.chunk)?;
         drop(snapshot);
         // Only what did not go with the connect is kept.
         let up = Way {
@@ -473,10 +368,14 @@ impl Conns {
             return;
         }
         if error {
-            // What came before a reset still goes on; the reset ends the connection as a
-            // failure.
-            let _ = conn.pump(side, &mut self.chunk, now);
-            self.close(index, false);
+            // What came before a reset still goes on, and the reset ends the connection as a
+            // failure; with bytes still to write, the connection's own task finishes that.
+            let waiting = |conn: &Conn| !(conn.up.left.is_empty() && conn.down.left.is_empty());
+            match conn.pump(side, &mut self.chunk, now) {
+                Err(Stop::Done) => self.close(index, true),
+                Ok(()) if waiting(conn) => self.move_on(index),
+                _ => self.close(index, false),
+            }
             return;
         }
         // A writable socket takes what waited for it, and its source reads on.
@@ -523,13 +422,11 @@ impl Conns {
         if let Some(stats) = &attempts.stats {
             stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
         }
-        let snapshot = self.state.snapshot();
-        let Some((target, sent)) = connect_next(&snapshot, attempts, &conn.up.left) else {
+        let Some((target, sent)) = connect_next(attempts, &conn.up.left) else {
             tracing::debug!(listener = %self.name, "no target could be reached");
             self.close(index, false);
             return;
         };
-        drop(snapshot);
         // The old socket closes, and leaves the set with it.
         conn.target = target;
         self.next_tag = self.next_tag.wrapping_add(1);
@@ -542,6 +439,13 @@ impl Conns {
         }
         if watch(self.epoll, libc::EPOLL_CTL_ADD, conn, index, Side::Target).is_err() {
             self.close(index, false);
+            return;
+        }
+        // Connected at once: what the client sent while the targets before failed (its events
+        // were passed over) is read now; bytes still waiting resume it once they go.
+        if sent.is_some() && conn.up.left.is_empty() {
+            let outcome = conn.pump(Side::Client, &mut self.chunk, uptime_ms());
+            self.settle(index, outcome);
         }
     }
 
@@ -603,200 +507,6 @@ impl Drop for Conns {
         }
     }
 }
-
-/// Why a connection's copying stopped.
-enum Stop {
-    /// Both ways ended.
-    Done,
-    Failed,
-    Bulk,
-}
-
-fn other(side: Side) -> Side {
-    match side {
-        Side::Client => Side::Target,
-        Side::Target => Side::Client,
-    }
-}
-
-impl Conn {
-    /// The target took the connection: counted against it from now.
-    fn connected(&mut self) {
-        let Phase::Connecting(attempts) = &self.phase else { return };
-        let Some(stats) = &attempts.stats else { return };
-        self.phase = Phase::Open { closing: stats.closing().clone(), _outstanding: stats.start_request() };
-    }
-
-    fn socket(&self, side: Side) -> &std::net::TcpStream {
-        match side {
-            Side::Client => &self.client,
-            Side::Target => &self.target,
-        }
-    }
-
-    /// The way whose source is `side`, and the other.
-    fn ways(&mut self, source: Side) -> (&mut Way, &mut Way) {
-        match source {
-            Side::Client => (&mut self.up, &mut self.down),
-            Side::Target => (&mut self.down, &mut self.up),
-        }
-    }
-
-    /// Copies what `source` has to the other socket until it has no more, the other cannot
-    /// take more, or it ends.
-    fn pump(&mut self, source: Side, chunk: &mut Vec<u8>, now: u64) -> Result<(), Stop> {
-        let (from, to) = (self.socket(source).as_raw_fd(), self.socket(other(source)).as_raw_fd());
-        let (way, _) = self.ways(source);
-        let before = way.moved;
-        let flow = pump(from, to, way, chunk);
-        if way.moved != before {
-            self.last = now;
-        }
-        self.step(source, flow)
-    }
-
-    /// Writes what waited for `sink`; once all of it went, its source reads on.
-    fn flush(&mut self, sink: Side, chunk: &mut Vec<u8>, now: u64) -> Result<(), Stop> {
-        let to = self.socket(sink).as_raw_fd();
-        let source = other(sink);
-        let (way, _) = self.ways(source);
-        match flush(to, way) {
-            Flow::Resume => self.pump(source, chunk, now),
-            flow => self.step(source, flow),
-        }
-    }
-
-    fn step(&mut self, source: Side, flow: Flow) -> Result<(), Stop> {
-        match flow {
-            Flow::Waiting | Flow::Resume => Ok(()),
-            Flow::Bulk => Err(Stop::Bulk),
-            Flow::Failed => Err(Stop::Failed),
-            Flow::Ended => {
-                let to = self.socket(other(source)).as_raw_fd();
-                let (way, back) = self.ways(source);
-                way.passed = true;
-                if back.passed {
-                    return Err(Stop::Done);
-                }
-                // The sink reads its end and may still answer.
-                // SAFETY: a plain shutdown of a socket the connection owns.
-                unsafe { libc::shutdown(to, libc::SHUT_WR) };
-                Ok(())
-            }
-        }
-    }
-
-    /// Goes on as a task of its own, where the copy picks up where it was.
-    fn into_task(self, name: Arc<str>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        drop(runtime.spawn(async move {
-            let Conn { client, target, up, down, phase, last, idle, bytes, _permit, _open, _held, .. } = self;
-            let (Ok(client), Ok(target)) = (TcpStream::from_std(client), TcpStream::from_std(target)) else { return };
-            let (closing, outstanding) = match phase {
-                Phase::Open { closing, _outstanding } => (closing, _outstanding),
-                Phase::Connecting(attempts) => {
-                    let Some(stats) = attempts.stats else { return };
-                    let ready = target.ready(Interest::WRITABLE | Interest::ERROR).await;
-                    if !matches!(ready, Ok(r) if !r.is_error() && !r.is_write_closed()) {
-                        stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-                        return;
-                    }
-                    (stats.closing().clone(), stats.start_request())
-                }
-            };
-            let resume = Resume { up: up.carried(), down: down.carried(), last_moved: Some(last) };
-            super::tcp::relay(client, target, resume, idle, closing, bytes, &name).await;
-            drop((outstanding, _permit, _open, _held));
-        }));
-    }
-}
-
-impl Way {
-    fn carried(self) -> Carried {
-        Carried { left: self.left, ended: self.ended, passed: self.passed, moved: self.moved }
-    }
-}
-
-/// Copies what `from` has to `to`, as [`Conn::pump`].
-fn pump(from: RawFd, to: RawFd, way: &mut Way, chunk: &mut Vec<u8>) -> Flow {
-    if !way.left.is_empty() || way.ended {
-        return Flow::Waiting;
-    }
-    loop {
-        chunk.clear();
-        let n = match recv(from, chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Flow::Waiting,
-            Err(_) => return Flow::Failed,
-        };
-        // A read that leaves room took all there was; after the end was reported, that was
-        // the last of it: the end goes with these bytes, in one segment.
-        let drained = n < chunk.capacity();
-        let end = n == 0 || (drained && way.hup);
-        way.moved += n as u64;
-        if n > 0 {
-            match send(to, chunk, end) {
-                Ok(sent) if sent == n => {}
-                Ok(sent) => way.left = chunk[sent..].to_vec(),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => way.left = chunk.clone(),
-                Err(_) => return Flow::Failed,
-            }
-        }
-        if end {
-            way.ended = true;
-            return if way.left.is_empty() { Flow::Ended } else { Flow::Waiting };
-        }
-        if !way.left.is_empty() || drained {
-            return Flow::Waiting;
-        }
-        if way.moved >= BULK {
-            return Flow::Bulk;
-        }
-    }
-}
-
-/// Writes what waited for `to`.
-fn flush(to: RawFd, way: &mut Way) -> Flow {
-    if way.left.is_empty() {
-        return Flow::Waiting;
-    }
-    match send(to, &way.left, way.ended) {
-        Ok(sent) => drop(way.left.drain(..sent)),
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-        Err(_) => return Flow::Failed,
-    }
-    match (way.left.is_empty(), way.ended) {
-        (false, _) => Flow::Waiting,
-        (true, true) => Flow::Ended,
-        (true, false) => Flow::Resume,
-    }
-}
-
-/// Reads into `chunk`'s spare room.
-fn recv(from: RawFd, chunk: &mut Vec<u8>) -> io::Result<usize> {
-    let room = chunk.spare_capacity_mut();
-    // SAFETY: `room` is writable memory of the length given.
-    let n = unsafe { libc::recv(from, room.as_mut_ptr().cast(), room.len(), 0) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `recv` initialised the first `n` bytes of the spare room.
-    unsafe { chunk.set_len(n as usize) };
-    Ok(n as usize)
-}
-
-/// Sends what `to` takes of `bytes`; with `more`, the end follows at once and goes in the same
-/// segment.
-fn send(to: RawFd, bytes: &[u8], more: bool) -> io::Result<usize> {
-    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-    // SAFETY: `bytes` is readable memory of the length given.
-    let n = unsafe { libc::send(to, bytes.as_ptr().cast(), bytes.len(), flags) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
-}
-
 /// A descriptor just opened, owned; or the error of the call that failed to open it.
 fn owned_fd(fd: RawFd) -> io::Result<OwnedFd> {
     if fd < 0 {
@@ -823,11 +533,8 @@ fn watch(epoll: RawFd, op: libc::c_int, conn: &Conn, index: usize, side: Side) -
 /// Picks and connects to targets of the group until one takes the connection or the
 /// attempts run out; `first` goes with the connect when it can. A target that refuses at
 /// once is marked down.
-fn connect_next(
-    snapshot: &Snapshot,
-    attempts: &mut Attempts,
-    first: &[u8],
-) -> Option<(std::net::TcpStream, Option<usize>)> {
+fn connect_next(attempts: &mut Attempts, first: &[u8]) -> Option<(std::net::TcpStream, Option<usize>)> {
+    let snapshot = Arc::clone(&attempts.snapshot);
     let group = snapshot.target_groups.get(attempts.group)?;
     while attempts.made < CONNECT_ATTEMPTS {
         attempts.made += 1;
