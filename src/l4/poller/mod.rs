@@ -533,6 +533,12 @@ fn watch(epoll: RawFd, op: libc::c_int, conn: &Conn, index: usize, side: Side) -
 /// Picks and connects to targets of the group until one takes the connection or the
 /// attempts run out; `first` goes with the connect when it can. A target that refuses at
 /// once is marked down.
+///
+/// The target's ACKs are not held back here (`sending_first` false), though the first bytes
+/// often go at once: the ACKs a loop's connection would hold back are sent later from inside
+/// the target's own system calls (on loopback, a packet is processed where it is sent), and
+/// measured at one worker thread that moved more work onto the target's core than it saved
+/// (bench/RESULTS.md, step 47).
 fn connect_next(attempts: &mut Attempts, first: &[u8]) -> Option<(std::net::TcpStream, Option<usize>)> {
     let snapshot = Arc::clone(&attempts.snapshot);
     let group = snapshot.target_groups.get(attempts.group)?;
@@ -547,7 +553,7 @@ fn connect_next(attempts: &mut Attempts, first: &[u8]) -> Option<(std::net::TcpS
         attempts.stats = Some(Arc::clone(&target.stats));
         attempts.since = uptime_ms();
         let Some(addr) = target.socket_addr else { continue };
-        match crate::target_group::begin(addr, !first.is_empty(), first) {
+        match crate::target_group::begin(addr, false, first) {
             Ok(started) => return Some(started),
             Err(_) => target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed),
         }
