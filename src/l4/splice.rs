@@ -372,6 +372,13 @@ fn splice(from: i32, to: i32, len: usize) -> io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh copy between the two sockets (10 s idle timeout), on a task of its own.
+    fn spawn_copy(client: TcpStream, target: TcpStream) -> tokio::task::JoinHandle<io::Result<CopyEnd>> {
+        tokio::spawn(async move {
+            copy_both_ways(client, target, Resume::default(), Duration::from_secs(10), &mut Deadline::default()).await
+        })
+    }
     #[cfg(target_os = "linux")]
     use crate::testing::tcp_info;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -401,16 +408,7 @@ mod tests {
     async fn bytes_and_half_closes_pass_both_ways() {
         let (mut client, client_side) = pair().await;
         let (target_side, mut target) = pair().await;
-        let copier = tokio::spawn(async move {
-            copy_both_ways(
-                client_side,
-                target_side,
-                Resume::default(),
-                Duration::from_secs(10),
-                &mut Deadline::default(),
-            )
-            .await
-        });
+        let copier = spawn_copy(client_side, target_side);
         let payload = vec![7u8; 1 << 20];
         client.write_all(&payload).await.unwrap();
         client.shutdown().await.unwrap();
@@ -439,16 +437,7 @@ mod tests {
         assert_eq!(early, b"hello", "the bytes sent before the copy are taken at once");
         assert!(take_waiting(&client_side).is_empty(), "and only once");
         target_side.write_all(&early).await.unwrap();
-        let copier = tokio::spawn(async move {
-            copy_both_ways(
-                client_side,
-                target_side,
-                Resume::default(),
-                Duration::from_secs(10),
-                &mut Deadline::default(),
-            )
-            .await
-        });
+        let copier = spawn_copy(client_side, target_side);
         let turn = Duration::from_secs(5);
         let mut buf = [0u8; 64];
         let n = tokio::time::timeout(turn, target.read(&mut buf)).await.unwrap().unwrap();
@@ -493,16 +482,7 @@ mod tests {
         // A busy kernel may deliver the FIN a moment later: wait until it is in.
         const CLOSE_WAIT: u8 = 8;
         assert_eq!(state_once_in(&target_side, CLOSE_WAIT).await, CLOSE_WAIT, "the target's end arrived");
-        let copier = tokio::spawn(async move {
-            copy_both_ways(
-                client_side,
-                target_side,
-                Resume::default(),
-                Duration::from_secs(10),
-                &mut Deadline::default(),
-            )
-            .await
-        });
+        let copier = spawn_copy(client_side, target_side);
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"answer");
@@ -525,16 +505,7 @@ mod tests {
         drop(target);
         const CLOSE: u8 = 7;
         assert_eq!(state_once_in(&target_side, CLOSE).await, CLOSE, "the target's reset arrived");
-        let copier = tokio::spawn(async move {
-            copy_both_ways(
-                client_side,
-                target_side,
-                Resume::default(),
-                Duration::from_secs(10),
-                &mut Deadline::default(),
-            )
-            .await
-        });
+        let copier = spawn_copy(client_side, target_side);
         let mut back = Vec::new();
         let _ = tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut back)).await;
         let end = tokio::time::timeout(Duration::from_secs(5), copier).await.unwrap().unwrap();
