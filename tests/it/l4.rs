@@ -593,3 +593,86 @@ async fn connections_passed_to_another_worker_are_served_there() {
         assert_eq!(answer, format!("t {} {}", sent.len(), checksum(sent.as_bytes())));
     }
 }
+
+/// A target whose accept queue is full: the kernel drops the SYNs of new connections to it,
+/// so they stay connecting (the SYN is sent again 1 s on, then 3 s, 7 s). Returns its
+/// listening socket and the one connection that fills its queue.
+fn full_target() -> (std::net::TcpListener, std::net::TcpStream) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
+    // A backlog of 0 queues one connection; the next is dropped.
+    socket.listen(0).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let filler = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    (listener, filler)
+}
+
+/// Health checks of `targets` aimed at `alive`'s port, too rare to run twice in a test: the
+/// targets count as healthy whatever they do with connections.
+fn checks_on(alive: SocketAddr) -> String {
+    let port = alive.port();
+    format!(r#"health_check = {{ port = "{port}", interval = "60s", timeout = "2s" }}"#)
+}
+
+#[tokio::test]
+async fn a_target_slow_to_take_the_connection_gets_every_byte_once_it_does() {
+    let checked = start_summing("checks", None).await;
+    let (listener, filler) = full_target();
+    let target = listener.local_addr().unwrap();
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[target], &checks_on(checked)));
+    let started = std::time::Instant::now();
+    let mut client = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+    // Bytes that wait for the connect, then more while it is still under way.
+    client.write_all(b"hello").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.write_all(b" world").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The queue frees; the dropped SYN, sent again, gets in.
+    listener.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(listener).unwrap();
+    let (queued, _) = listener.accept().await.unwrap();
+    drop((queued, filler));
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(sum_and_answer("slow", tcp));
+        }
+    });
+    let answer = send_all_and_answer(&mut client, b"!").await;
+    assert_eq!(answer, format!("slow 12 {}", checksum(b"hello world!")));
+    // Not connected within the connect call, nor before the queue freed.
+    assert!(started.elapsed() >= Duration::from_millis(800), "answered after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn a_connect_that_never_finishes_is_given_up_after_ten_seconds_for_the_next_target() {
+    let alive = start_summing("alive", None).await;
+    let (listener, _filler) = full_target();
+    let stuck = listener.local_addr().unwrap();
+    let ballast = Ballast::start(&tcp_config("tcp", "tcp", &[stuck, alive], &checks_on(alive)));
+    // Round robin over two targets: one of the two connections tries the stuck one first.
+    let mut clients = Vec::new();
+    for i in 0..2 {
+        let mut c = TcpStream::connect(ballast.addr("l4")).await.unwrap();
+        c.write_all(format!("ping {i}").as_bytes()).await.unwrap();
+        clients.push(c);
+    }
+    // More bytes while the stuck connect waits: the retry must pass them on too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let mut waits = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        c.write_all(b" pong").await.unwrap();
+        c.shutdown().await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(15), c.read_to_string(&mut answer)).await.unwrap().unwrap();
+        let sent = format!("ping {i} pong");
+        assert_eq!(answer, format!("alive {} {}", sent.len(), checksum(sent.as_bytes())), "connection {i}");
+        waits.push(started.elapsed());
+    }
+    let longest = waits.iter().max().copied().unwrap_or_default();
+    assert!(longest >= Duration::from_secs(8) && longest < Duration::from_secs(12), "answered after {waits:?}");
+    let url = format!("http://{}/api/v1/target-groups/g/targets", ballast.addr("admin"));
+    let list: Vec<serde_json::Value> = http_client().get(&url).send().await.unwrap().json().await.unwrap();
+    let state = list.iter().find(|t| t["address"] == stuck.to_string()).map(|t| t["state"].clone());
+    assert_eq!(state, Some(serde_json::json!("unhealthy")), "{list:?}");
+}
