@@ -226,7 +226,7 @@ async fn connect<'g>(
             Some(Ok((stream, sent))) => return Some((stream, target, sent)),
             _ => {
                 target.stats.set(TargetState::Unhealthy, Reason::ConnectionFailed);
-                if let Some(i) = group.targets.iter().position(|t| std::ptr::eq(t, target)) {
+                if let Some(i) = group.index_of(target) {
                     tried.push(i);
                 }
             }

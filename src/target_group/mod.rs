@@ -106,6 +106,11 @@ impl TargetGroup {
         }
     }
 
+    /// The place in `targets` of a target this group picked, for [`PickRequest::tried`].
+    pub fn index_of(&self, target: &Target) -> Option<usize> {
+        self.targets.iter().position(|t| std::ptr::eq(t, target))
+    }
+
     /// The target for the next request. A valid stickiness cookie wins while its target takes
     /// traffic; `cross_zone = false` keeps to the listener's zone while it has a healthy
     /// target; targets in slow start get a growing share; and when no target is healthy the

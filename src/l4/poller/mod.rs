@@ -210,8 +210,7 @@ impl Conns {
     /// Takes a connection just accepted, unless another path must serve it: then it comes
     /// back.
     fn start(&mut self, tcp: std::net::TcpStream, peer: SocketAddr, held: Held) -> Option<(std::net::TcpStream, Held)> {
-        let state = Arc::clone(&self.state);
-        let snapshot = state.snapshot();
+        let snapshot = self.state.snapshot();
         let listener = snapshot.listener(&self.name)?;
         if listener.tls.is_some() || listener.proxy_protocol {
             return Some((tcp, held));
@@ -224,7 +223,7 @@ impl Conns {
         if !plain || group.targets.iter().any(|t| t.socket_addr.is_none()) {
             return Some((tcp, held));
         }
-        let permit = crate::guard::admit_connection(&state, listener, peer.ip())?;
+        let permit = crate::guard::admit_connection(&self.state, listener, peer.ip())?;
         listener.metrics.new_connections.inc();
         let open = GaugeGuard::inc(listener.metrics.active_connections.clone());
         let (idle, bytes) = (listener.idle_timeout, listener.metrics.processed_bytes.clone());
@@ -417,6 +416,7 @@ impl Conns {
 
     /// The target tried last refused or timed out: marked down, and the next one tried.
     fn retry(&mut self, index: usize) {
+        let tag = self.tag();
         let Some(Some(conn)) = self.slots.get_mut(index) else { return };
         let Phase::Connecting(attempts) = &mut conn.phase else { return };
         if let Some(stats) = &attempts.stats {
@@ -429,8 +429,7 @@ impl Conns {
         };
         // The old socket closes, and leaves the set with it.
         conn.target = target;
-        self.next_tag = self.next_tag.wrapping_add(1);
-        conn.tags[1] = self.next_tag;
+        conn.tags[1] = tag;
         conn.out[1] = true;
         if let Some(sent) = sent {
             conn.up.left.drain(..sent);
@@ -540,18 +539,16 @@ fn watch(epoll: RawFd, op: libc::c_int, conn: &Conn, index: usize, side: Side) -
 /// measured at one worker thread that moved more work onto the target's core than it saved
 /// (bench/RESULTS.md, step 47).
 fn connect_next(attempts: &mut Attempts, first: &[u8]) -> Option<(std::net::TcpStream, Option<usize>)> {
-    let snapshot = Arc::clone(&attempts.snapshot);
-    let group = snapshot.target_groups.get(attempts.group)?;
-    while attempts.made < CONNECT_ATTEMPTS {
-        attempts.made += 1;
-        let request =
-            PickRequest { tried: &attempts.tried, zone: attempts.zone.as_deref(), sticky: None, flow: attempts.flow };
-        let target = group.pick(request)?;
-        if let Some(i) = group.targets.iter().position(|t| std::ptr::eq(t, target)) {
-            attempts.tried.push(i);
+    let Attempts { snapshot, group, zone, flow, tried, made, stats, since } = attempts;
+    let group = snapshot.target_groups.get(*group)?;
+    while *made < CONNECT_ATTEMPTS {
+        *made += 1;
+        let target = group.pick(PickRequest { tried, zone: zone.as_deref(), sticky: None, flow: *flow })?;
+        if let Some(i) = group.index_of(target) {
+            tried.push(i);
         }
-        attempts.stats = Some(Arc::clone(&target.stats));
-        attempts.since = uptime_ms();
+        *stats = Some(Arc::clone(&target.stats));
+        *since = uptime_ms();
         let Some(addr) = target.socket_addr else { continue };
         match crate::target_group::begin(addr, false, first) {
             Ok(started) => return Some(started),
